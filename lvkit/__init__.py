@@ -1,0 +1,62 @@
+"""lvkit: Amazon Lookout for Vision's DetectAnomalies contract on open anomalib models.
+
+``lvkit.client()`` has the methods of ``boto3.client("lookoutvision")``; ``lvkit.train``
+makes model versions; ``lvkit.datasets`` loads and generates datasets; ``lvkit.eval``
+measures any backend. Heavy dependencies (torch, anomalib, boto3, the HTTP server) load only
+when used.
+"""
+
+from __future__ import annotations
+
+from lvkit import datasets
+from lvkit.backends import BACKENDS, Backend, get_backend
+from lvkit.client import LookoutVisionClient, client
+from lvkit.errors import (
+    AccessDeniedException,
+    BackendUnavailableError,
+    ConflictException,
+    DatasetError,
+    InternalServerException,
+    LookoutVisionError,
+    LvkitError,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+    ThrottlingException,
+    UndefinedMetricWarning,
+    ValidationException,
+)
+from lvkit.service import LookoutVisionService
+from lvkit.shapes import Anomaly, DetectAnomalyResult, ModelDescription, ProjectDescription
+from lvkit.store import Store
+from lvkit.training import train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "AccessDeniedException",
+    "Anomaly",
+    "Backend",
+    "BACKENDS",
+    "BackendUnavailableError",
+    "client",
+    "ConflictException",
+    "DatasetError",
+    "datasets",
+    "DetectAnomalyResult",
+    "get_backend",
+    "InternalServerException",
+    "LookoutVisionClient",
+    "LookoutVisionError",
+    "LookoutVisionService",
+    "LvkitError",
+    "ModelDescription",
+    "ProjectDescription",
+    "ResourceNotFoundException",
+    "ServiceQuotaExceededException",
+    "Store",
+    "ThrottlingException",
+    "train",
+    "UndefinedMetricWarning",
+    "ValidationException",
+]

@@ -1,0 +1,84 @@
+"""The backend contract: one method, ``detect(body, content_type) -> DetectAnomalyResult``.
+
+A backend answers DetectAnomalies for one model. Backends are found by name in
+:data:`BACKENDS`; each entry loads a model version from its artifact folder
+(``load(artifact_dir, device=...)``). The conformance suite in
+``tests/unit/backends/test_conformance.py`` runs against every registered backend.
+
+Heavy dependencies (torch, anomalib, boto3) are imported inside the backend modules that
+need them, not here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from lvkit.shapes import ContentType, DetectAnomalyResult
+
+__all__ = ["BACKENDS", "Backend", "get_backend", "load_backend", "read_manifest", "write_manifest"]
+
+#: the file in every artifact folder that names its backend and options
+MANIFEST = "lvkit.json"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that answers DetectAnomalies for one model."""
+
+    def detect(self, body: bytes, content_type: ContentType) -> DetectAnomalyResult:
+        """Validate and decode ``body``, run the model, return the result.
+
+        Raises ``ValidationException`` for a bad image, ``InternalServerException`` when the
+        model fails.
+        """
+        ...
+
+
+Loader = Callable[..., Backend]
+
+
+def _load_fake(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.fake import FakeBackend
+
+    return FakeBackend.load(artifact_dir, **options)
+
+
+def _load_anomalib(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.anomalib import AnomalibBackend
+
+    return AnomalibBackend.load(artifact_dir, **options)
+
+
+#: registry: backend name -> loader of a model version's artifact folder
+BACKENDS: dict[str, Loader] = {
+    "anomalib": _load_anomalib,
+    "fake": _load_fake,
+}
+
+
+def get_backend(name: str) -> Loader:
+    """The loader registered as ``name``; a clear error listing the valid names otherwise."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}") from None
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """The ``lvkit.json`` of an artifact folder."""
+    return dict(json.loads((Path(artifact_dir) / MANIFEST).read_text()))
+
+
+def write_manifest(artifact_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``lvkit.json`` (the folder itself is made atomic by the store)."""
+    (Path(artifact_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def load_backend(artifact_dir: Path, **options: Any) -> Backend:
+    """Load the model version in ``artifact_dir`` with the backend its manifest names."""
+    manifest = read_manifest(artifact_dir)
+    return get_backend(manifest["backend"])(Path(artifact_dir), **options)

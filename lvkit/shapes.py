@@ -1,0 +1,233 @@
+"""Frozen records for the API shapes, and their wire forms.
+
+The only place (with ``lvkit.server``) where the service's PascalCase keys appear.
+``to_wire()`` returns what boto3 returns to its caller: mask PNG bytes as ``bytes``;
+base64 appears only when the server writes JSON text. ``from_wire()`` takes that form back
+(it also accepts a base64 ``str`` mask, as found in JSON text).
+
+Imports only ``lvkit.errors``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Anomaly",
+    "ContentType",
+    "anomaly_name",
+    "DetectAnomalyResult",
+    "ModelDescription",
+    "ModelPerformance",
+    "ProjectDescription",
+    "CONTENT_TYPES",
+    "BACKGROUND",
+    "BACKGROUND_COLOR",
+]
+
+ContentType = Literal["image/png", "image/jpeg"]
+CONTENT_TYPES: tuple[str, ...] = ("image/png", "image/jpeg")
+
+#: the first entry of ``Anomalies``, inserted by the service
+BACKGROUND = "background"
+BACKGROUND_COLOR = "#FFFFFF"
+
+_HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_NAME = re.compile(r"^[a-zA-Z0-9]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One entry of ``Anomalies``: an anomaly type and the fraction of the image it covers.
+
+    ``total_percentage_area`` is a fraction in [0, 1], despite the wire name.
+    """
+
+    name: str
+    total_percentage_area: float
+    color: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.name) <= 256 or not _NAME.match(self.name):
+            raise ValueError(f"expected an anomaly name of 1-256 chars [a-zA-Z0-9], got {self.name!r}")
+        if not 0.0 <= self.total_percentage_area <= 1.0:
+            raise ValueError(f"expected TotalPercentageArea in [0, 1], got {self.total_percentage_area!r}")
+        if not _HEX.match(self.color):
+            raise ValueError(f"expected a colour '#RRGGBB', got {self.color!r}")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "Name": self.name,
+            "PixelAnomaly": {"TotalPercentageArea": self.total_percentage_area, "Color": self.color},
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Anomaly:
+        pixel = d.get("PixelAnomaly", {})
+        return cls(d["Name"], float(pixel["TotalPercentageArea"]), pixel["Color"])
+
+
+@dataclass(frozen=True, slots=True)
+class DetectAnomalyResult:
+    """The result of DetectAnomalies, as every backend returns it.
+
+    Parameters
+    ----------
+    is_anomalous : bool
+        The verdict.
+    confidence : float
+        Confidence in [0, 1] in the verdict (top-label), not the probability of an anomaly.
+    anomalies : tuple of Anomaly or None
+        Segmentation models only: ``background`` first, then one entry per anomaly type found.
+    anomaly_mask : bytes or None
+        Segmentation models only: an RGB PNG of the input's size.
+
+    Examples
+    --------
+    >>> r = DetectAnomalyResult(is_anomalous=False, confidence=0.99)
+    >>> r.to_wire()
+    {'Source': {'Type': 'direct'}, 'IsAnomalous': False, 'Confidence': 0.99}
+    >>> DetectAnomalyResult.from_wire(r.to_wire()) == r
+    True
+    """
+
+    is_anomalous: bool
+    confidence: float
+    anomalies: tuple[Anomaly, ...] | None = None
+    anomaly_mask: bytes | None = field(default=None, repr=False)
+    source_type: str = "direct"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"expected Confidence in [0, 1], got {self.confidence!r}")
+        if (self.anomalies is None) != (self.anomaly_mask is None):
+            raise ValueError("Anomalies and AnomalyMask come together (segmentation) or not at all")
+        if self.anomalies is not None:
+            if not self.anomalies or self.anomalies[0].name != BACKGROUND:
+                raise ValueError("the first entry of Anomalies must be 'background'")
+            if len({a.name for a in self.anomalies}) != len(self.anomalies):
+                raise ValueError("Anomalies must hold one entry per anomaly type")
+        if self.anomaly_mask is not None and not 1 <= len(self.anomaly_mask) <= 5_242_880:
+            raise ValueError(f"expected an AnomalyMask of 1 to 5,242,880 bytes, got {len(self.anomaly_mask)}")
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.anomalies is not None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``DetectAnomalyResult`` member exactly as boto3 returns it (mask as bytes)."""
+        out: dict[str, Any] = {
+            "Source": {"Type": self.source_type},
+            "IsAnomalous": self.is_anomalous,
+            "Confidence": self.confidence,
+        }
+        if self.anomalies is not None:
+            out["Anomalies"] = [a.to_wire() for a in self.anomalies]
+            out["AnomalyMask"] = self.anomaly_mask
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-text form: as :meth:`to_wire` but the mask base64-encoded."""
+        out = self.to_wire()
+        if self.anomaly_mask is not None:
+            out["AnomalyMask"] = base64.b64encode(self.anomaly_mask).decode("ascii")
+        return out
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> DetectAnomalyResult:
+        """Build from boto3's form (mask bytes) or the JSON-text form (mask base64 text)."""
+        mask = d.get("AnomalyMask")
+        if isinstance(mask, str):
+            mask = base64.b64decode(mask)
+        anomalies = d.get("Anomalies")
+        return cls(
+            is_anomalous=bool(d["IsAnomalous"]),
+            confidence=float(d["Confidence"]),
+            anomalies=None if anomalies is None else tuple(Anomaly.from_wire(a) for a in anomalies),
+            anomaly_mask=mask,
+            source_type=d.get("Source", {}).get("Type", "direct"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPerformance:
+    """F1 score, recall and precision of a model version on its test images."""
+
+    f1_score: float | None = None
+    recall: float | None = None
+    precision: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out = {"F1Score": self.f1_score, "Recall": self.recall, "Precision": self.precision}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """``ModelDescription`` / ``ModelMetadata`` of one model version."""
+
+    model_version: str
+    model_arn: str
+    creation_timestamp: float
+    status: str
+    status_message: str
+    description: str | None = None
+    performance: ModelPerformance | None = None
+    evaluation_end_timestamp: float | None = None
+    min_inference_units: int | None = None
+    max_inference_units: int | None = None
+
+    def to_wire(self, *, metadata: bool = False) -> dict[str, Any]:
+        """``ModelDescription`` (default) or the shorter ``ModelMetadata`` of ListModels."""
+        out: dict[str, Any] = {
+            "ModelVersion": self.model_version,
+            "ModelArn": self.model_arn,
+            "CreationTimestamp": self.creation_timestamp,
+            "Status": self.status,
+            "StatusMessage": self.status_message,
+        }
+        if self.description is not None:
+            out["Description"] = self.description
+        if self.performance is not None:
+            out["Performance"] = self.performance.to_wire()
+        if metadata:
+            return out
+        if self.evaluation_end_timestamp is not None:
+            out["EvaluationEndTimestamp"] = self.evaluation_end_timestamp
+        if self.min_inference_units is not None:
+            out["MinInferenceUnits"] = self.min_inference_units
+        if self.max_inference_units is not None:
+            out["MaxInferenceUnits"] = self.max_inference_units
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectDescription:
+    """``ProjectDescription`` / ``ProjectMetadata``."""
+
+    project_name: str
+    project_arn: str
+    creation_timestamp: float
+    datasets: tuple[dict[str, Any], ...] = ()
+
+    def to_wire(self, *, metadata: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ProjectArn": self.project_arn,
+            "ProjectName": self.project_name,
+            "CreationTimestamp": self.creation_timestamp,
+        }
+        if not metadata:
+            out["Datasets"] = list(self.datasets)
+        return out
+
+
+def anomaly_name(label: str) -> str:
+    """The Anomalies ``Name`` lvkit gives a dataset label: its ASCII letters and digits.
+
+    >>> anomaly_name("oil_stain"), anomaly_name("__")
+    ('oilstain', 'anomaly')
+    """
+    return re.sub(r"[^a-zA-Z0-9]", "", label)[:256] or "anomaly"

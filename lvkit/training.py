@@ -1,0 +1,239 @@
+"""``lvkit.train``: a new model version of a project from a dataset.
+
+Splits (seeded, recorded in the version's ``lvkit.json``):
+
+* **fit**: the train split's normal images, less a held-out fifth (at least 2) for validation.
+* **validation** (chooses thresholds, confidence slope and the region labeller; see
+  ``backends._decision``): the held-out normals, plus the train split's anomalous images;
+  when the train split has none, a stratified seeded half of the test split is borrowed.
+* **evaluation**: the test images not used for validation. ``Performance`` (F1, precision,
+  recall at the model's decision) and the evaluation result are computed on them.
+
+Service limits mirrored: at least 10 normal training images; every image the same size
+(unless ``resize=True``); PNG or JPEG, 64..4096 px.
+
+The model trains in a child process (``backends._train_worker``) with glibc's
+``MALLOC_MMAP_THRESHOLD_`` set, which keeps PatchCore's coreset selection near 1 GB instead of
+growing to 24 GB; serving processes run without it (it halves their speed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lvkit.backends import write_manifest
+from lvkit.backends._decision import fit_decision, fit_pixel_threshold
+from lvkit.backends._regions import RegionLabeler
+from lvkit.datasets import Dataset, Sample, load, read_label_masks
+from lvkit.errors import DatasetError, ResourceNotFoundException
+from lvkit.images import MAX_SIDE, MIN_SIDE, to_rgb
+from lvkit.shapes import anomaly_name
+from lvkit.store import Store
+from lvkit.validation import check_project_name
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+__all__ = ["MIN_NORMAL_IMAGES", "train"]
+
+MIN_NORMAL_IMAGES = 10
+
+
+def _read_rgb(path: Path) -> npt.NDArray[np.uint8]:
+    with Image.open(path) as im:
+        return to_rgb(im)
+
+
+def plan_splits(ds: Dataset, *, seed: int = 0, min_normal: int = MIN_NORMAL_IMAGES) -> dict[str, list[Sample]]:
+    """The fit / validation / evaluation samples of a dataset (see module docstring)."""
+    rng = np.random.RandomState(seed)
+    train = [s for s in ds.samples if s.split == "train"]
+    test = [s for s in ds.samples if s.split == "test"]
+    normals = [s for s in train if s.label == 0]
+    if len(normals) < min_normal:
+        raise DatasetError(
+            f"{ds.root}: training needs at least {min_normal} normal images in the train split, found {len(normals)}"
+        )
+    n_hold = max(2, len(normals) // 5)
+    order = rng.permutation(len(normals))
+    held = [normals[i] for i in sorted(order[:n_hold])]
+    fit = [normals[i] for i in sorted(order[n_hold:])]
+    validation = held + [s for s in train if s.label == 1]
+    evaluation = list(test)
+    if not any(s.label == 1 for s in validation) and any(s.label == 1 for s in test):
+        borrowed: list[Sample] = []
+        for label in (0, 1):
+            group = [s for s in test if s.label == label]
+            pick = rng.permutation(len(group))[: len(group) // 2]
+            borrowed += [group[i] for i in sorted(pick)]
+        validation += borrowed
+        evaluation = [s for s in test if s not in borrowed]
+    return {"fit": fit, "validation": validation, "evaluation": evaluation}
+
+
+def _image_size(samples: list[Sample], *, resize: bool) -> tuple[int, int]:
+    sizes: dict[tuple[int, int], Path] = {}
+    for s in samples:
+        try:
+            with Image.open(s.image_path) as im:
+                if im.format not in ("PNG", "JPEG"):
+                    raise DatasetError(f"{s.image_path}: {im.format} image; only PNG and JPEG are supported")
+                sizes.setdefault(im.size, s.image_path)
+        except OSError as exc:
+            raise DatasetError(f"{s.image_path}: cannot read image ({exc})") from exc
+    for (w, h), path in sizes.items():
+        if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
+            raise DatasetError(f"{path}: {w}x{h} pixels; images must be {MIN_SIDE} to {MAX_SIDE} pixels per side")
+    if len(sizes) > 1 and not resize:
+        listed = ", ".join(f"{w}x{h} ({p.name})" for (w, h), p in list(sizes.items())[:4])
+        raise DatasetError(f"images of a dataset must all have the same size, found {listed}; "
+                           "or train with resize=True")
+    return next(iter(sizes))
+
+
+def train(
+    project: str,
+    dataset: str | os.PathLike[str] | Dataset,
+    *,
+    model: str = "patchcore",
+    backbone: str | None = None,
+    layers: list[str] | None = None,
+    image_size: int = 256,
+    epochs: int | None = None,
+    resize: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    description: str | None = None,
+    home: str | os.PathLike[str] | Store | None = None,
+    progress: bool = True,
+) -> str:
+    """Train a new model version of ``project`` (created if missing) on ``dataset``.
+
+    Parameters
+    ----------
+    project : str
+        Project name (the API's rules).
+    dataset : path or Dataset
+        Any layout :func:`lvkit.datasets.load` reads (MVTec, normal/anomaly folders, manifests).
+    model : str, default "patchcore"
+        An anomalib image model (see ``lvkit.backends._anomalib_core.MODELS``).
+    backbone, layers : optional
+        A timm backbone and its feature layers; default the offline EfficientNet-Lite0.
+    image_size : int, default 256
+        The model's input side (images are resized to it inside the model).
+    epochs : int, optional
+        For models trained by gradient descent (Stfpm, ...); model default otherwise.
+    resize : bool, default False
+        Accept DetectAnomalies images of any size (resized inside the model); otherwise only
+        the training images' size is accepted, as the service did.
+    device : {"auto", "cpu", "cuda"}
+    seed : int
+        Seeds the splits and the model.
+    home : path-like or Store, optional
+        Where state lives.
+    progress : bool
+        Show a progress bar per stage.
+
+    Returns
+    -------
+    str
+        The new model version.
+    """
+    check_project_name(project)
+    store = home if isinstance(home, Store) else Store(home)
+    ds = dataset if isinstance(dataset, Dataset) else load(dataset)
+    splits = plan_splits(ds, seed=seed)
+    size = _image_size(list(ds.samples), resize=resize)
+    try:
+        store.get_project(project)
+    except ResourceNotFoundException:
+        store.create_project(project)
+    labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
+    if len(set(labels)) != len(labels):
+        raise DatasetError(f"anomaly labels {list(ds.labels)} are not distinct once reduced to [a-zA-Z0-9]")
+    colors = [ds.colors[n] for n in ds.labels] if ds.is_segmentation else []
+    scored = splits["validation"] + splits["evaluation"]
+
+    def build(tmp: Path) -> dict[str, float]:
+        from lvkit.backends._anomalib_core import train_in_subprocess
+
+        config = {
+            "model": model, "backbone": backbone, "layers": layers, "image_size": image_size,
+            "epochs": epochs, "seed": seed, "device": device,
+            "train_images": [str(s.image_path) for s in splits["fit"]],
+            "predict_images": [str(s.image_path) for s in scored],
+            "weights_dir": str(store.home / "weights"),
+            "output_dir": str(tmp / "model"),
+            "predictions": str(tmp / "work" / "predictions.npz"),
+        }
+        bar = tqdm(total=100, desc=f"train {model}", unit="%", disable=not progress, leave=True)
+
+        def on_progress(event: dict[str, Any]) -> None:
+            bar.set_description(f"train {model}: {event.get('stage', '')}")
+            bar.n = round(100 * float(event.get("progress", bar.n / 100)))
+            bar.refresh()
+
+        (tmp / "work").mkdir()
+        try:
+            train_in_subprocess(config, on_progress=on_progress)
+        finally:
+            bar.close()
+        with np.load(config["predictions"]) as pred:
+            scores, maps = pred["scores"].astype(np.float64), pred["maps"].astype(np.float32)
+        nv = len(splits["validation"])
+        val_y = np.array([s.label for s in splits["validation"]])
+        decision = fit_decision(scores[:nv], val_y)
+        labeler = None
+        if labels:
+            true = [_union(read_label_masks(s), maps.shape[1:]) for s in splits["validation"]]
+            decision = type(decision)(decision.image_threshold, decision.slope,
+                                      fit_pixel_threshold(maps[:nv], np.stack(true)))
+            examples = [(_read_rgb(s.image_path), {anomaly_name(k): v for k, v in read_label_masks(s).items()})
+                        for s in splits["validation"] if s.label == 1]
+            labeler = RegionLabeler.fit(labels, examples)
+        ev_y = np.array([s.label for s in splits["evaluation"]])
+        ev_pred = scores[nv:] > decision.image_threshold
+        performance = _performance(ev_y, ev_pred)
+        write_manifest(tmp, {
+            "backend": "anomalib", "model": model, "backbone": backbone, "layers": layers,
+            "model_image_size": image_size, "image_size": list(size), "resize": resize, "seed": seed,
+            "segmentation": bool(labels), "labels": labels, "colors": [c.upper() for c in colors],
+            "decision": decision.to_dict(), "labeler": labeler.to_dict() if labeler else None,
+            "dataset": str(ds.root),
+            "splits": {k: [str(s.image_path) for s in v] for k, v in splits.items()},
+            "performance": performance, "trained_at": time.time(),
+        })
+        (tmp / "work" / "predictions.npz").unlink()
+        (tmp / "work").rmdir()
+        return performance
+
+    record = store.add_model(project, backend="anomalib", build=build, description=description)
+    return str(record.version)
+
+
+def _union(masks: dict[str, npt.NDArray[np.bool_]], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    out = np.zeros(shape, bool)
+    for m in masks.values():
+        out |= m
+    return out
+
+
+def _performance(y: npt.NDArray[np.int64], pred: npt.NDArray[np.bool_]) -> dict[str, float]:
+    """Precision, recall and F1 at the model's decision on the evaluation images (empty when undefined)."""
+    if y.size == 0 or not np.any(y == 1):
+        return {}
+    tp = float(np.sum(pred & (y == 1)))
+    fp = float(np.sum(pred & (y == 0)))
+    fn = float(np.sum(~pred & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1_score": f1, "precision": precision, "recall": recall}
+

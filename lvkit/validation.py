@@ -1,0 +1,111 @@
+"""Field rules of the API (lengths, patterns, ranges), each failure a ValidationException.
+
+Imports ``lvkit.errors`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from lvkit.errors import ValidationException
+
+__all__ = [
+    "check_client_token",
+    "check_inference_units",
+    "check_max_results",
+    "check_project_name",
+    "check_version",
+    "decode_next_token",
+    "encode_next_token",
+]
+
+_PROJECT = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]*$")
+_VERSION = re.compile(r"^([1-9][0-9]*|latest)$")
+_TOKEN = re.compile(r"^[a-zA-Z0-9-]+$")
+
+
+def check_project_name(name: object, *, field: str = "ProjectName") -> str:
+    """ProjectName: 1-255 characters, ``[a-zA-Z0-9][a-zA-Z0-9_\\-]*``.
+
+    >>> check_project_name("demo-brick")
+    'demo-brick'
+    >>> check_project_name("-x")
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.ValidationException: ... ProjectName '-x' is invalid: ...
+    """
+    if not isinstance(name, str) or not 1 <= len(name) <= 255:
+        got = f"{len(name)} characters" if isinstance(name, str) else type(name).__name__
+        raise ValidationException(f"{field} must be 1 to 255 characters long, got {got}")
+    if not _PROJECT.match(name):
+        raise ValidationException(
+            f"{field} {name[:64]!r} is invalid: it must start with a letter or digit and contain only "
+            "ASCII letters, digits, '_' and '-'"
+        )
+    return name
+
+
+def check_version(version: object, *, field: str = "ModelVersion") -> str:
+    """ModelVersion: 1-10 characters, a positive integer without leading zeros, or ``latest``.
+
+    >>> check_version("latest"), check_version("12")
+    ('latest', '12')
+    """
+    if not isinstance(version, str) or not 1 <= len(version) <= 10:
+        got = f"{len(version)} characters" if isinstance(version, str) else type(version).__name__
+        raise ValidationException(f"{field} must be 1 to 10 characters long, got {got}")
+    if not _VERSION.match(version):
+        raise ValidationException(
+            f"{field} {version!r} is invalid: expected a positive integer without leading zeros "
+            "(1, 2, ...) or 'latest'"
+        )
+    return version
+
+
+def check_client_token(token: object) -> str | None:
+    """ClientToken: optional, 1-64 characters ``[a-zA-Z0-9-]``."""
+    if token is None:
+        return None
+    if not isinstance(token, str) or not 1 <= len(token) <= 64 or not _TOKEN.match(token):
+        raise ValidationException("ClientToken must be 1 to 64 characters of ASCII letters, digits and '-'")
+    return token
+
+
+def check_inference_units(min_units: object, max_units: object) -> tuple[int, int | None]:
+    """MinInferenceUnits >= 1 (required); MaxInferenceUnits >= MinInferenceUnits (optional)."""
+    if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
+        raise ValidationException(f"MinInferenceUnits must be an integer >= 1, got {min_units!r}")
+    if max_units is not None:
+        if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < min_units:
+            raise ValidationException(
+                f"MaxInferenceUnits must be an integer >= MinInferenceUnits ({min_units}), got {max_units!r}"
+            )
+    return min_units, max_units
+
+
+def check_max_results(max_results: object) -> int:
+    """MaxResults: 1-100; None means 100."""
+    if max_results is None:
+        return 100
+    if isinstance(max_results, bool) or not isinstance(max_results, int) or not 1 <= max_results <= 100:
+        raise ValidationException(f"MaxResults must be an integer from 1 to 100, got {max_results!r}")
+    return max_results
+
+
+def encode_next_token(offset: int) -> str:
+    """An opaque NextToken for a list offset."""
+    return base64.urlsafe_b64encode(f"lvkit:{offset}".encode()).decode()
+
+
+def decode_next_token(token: object) -> int:
+    """The list offset of a NextToken from :func:`encode_next_token`; 0 for None."""
+    if token is None:
+        return 0
+    try:
+        assert isinstance(token, str) and 1 <= len(token) <= 2048
+        prefix, offset = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        assert prefix == "lvkit" and int(offset) >= 0
+        return int(offset)
+    except Exception as exc:  # any malformed token is the caller's error
+        raise ValidationException(f"NextToken {str(token)[:64]!r} is not a token lvkit returned") from exc

@@ -1,0 +1,64 @@
+"""Shared fixtures: a fresh store home, a fake model version, real PNG/JPEG bodies."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lvkit
+from lvkit.backends.fake import FakeBackend
+
+
+def png_bytes(rgb: np.ndarray, *, mode: str | None = None, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(rgb)
+    if mode:
+        img = img.convert(mode)
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def make_fake_version() -> Callable[..., str]:
+    """Add a fake (brightness-rule) model version to a project of a store; returns the version."""
+
+    def make(store: lvkit.Store, project: str = "demo", **options: object) -> str:
+        try:
+            store.get_project(project)
+        except lvkit.ResourceNotFoundException:
+            store.create_project(project)
+        options.setdefault("image_size", (64, 64))
+        rec = store.add_model(project, backend="fake", build=lambda d: FakeBackend.save(d, **options))  # type: ignore[arg-type]
+        return str(rec.version)
+
+    return make
+
+
+@pytest.fixture
+def lv(home: Path, make_fake_version: Callable[..., str]) -> lvkit.LookoutVisionClient:
+    """An in-process client with project 'demo' holding fake segmentation version 1 (64x64)."""
+    client = lvkit.client(home)
+    make_fake_version(client.service.store, "demo", segmentation=True)
+    return client
+
+
+@pytest.fixture
+def dark() -> bytes:
+    return png_bytes(np.full((64, 64, 3), 30, np.uint8))
+
+
+@pytest.fixture
+def bright() -> bytes:
+    rgb = np.full((64, 64, 3), 30, np.uint8)
+    rgb[:, :40] = 250
+    return png_bytes(rgb)

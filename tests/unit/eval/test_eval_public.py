@@ -1,0 +1,57 @@
+"""lvkit.eval's public names and import weight."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import lvkit.eval as ev
+
+EVAL_DIR = Path(ev.__file__).parent
+FORBIDDEN = {"torch", "matplotlib", "pandas"}
+METRIC_MODULES = ["bootstrap", "calibration", "masks", "ranking", "scores"]
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert ev.__all__ == sorted(ev.__all__, key=str.lower)
+    exported = {name for mod in METRIC_MODULES for name in __import__(f"lvkit.eval.{mod}", fromlist=["_"]).__all__}
+    assert exported <= set(ev.__all__)  # other lvkit.eval modules (run, report, ...) add their own names
+    assert all(hasattr(ev, name) for name in ev.__all__)
+
+
+def test_public_functions_have_keyword_only_options_and_examples() -> None:
+    for name in ev.__all__:
+        obj = getattr(ev, name)
+        if not callable(obj) or isinstance(obj, dict):
+            continue
+        assert obj.__doc__ and ("Examples" in obj.__doc__ or name == "Calibrator"), name
+        if inspect.isfunction(obj):
+            params = inspect.signature(obj).parameters.values()
+            defaults = [p for p in params if p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+            assert not defaults, f"{name}: options with defaults must be keyword-only: {defaults}"
+
+
+def test_no_heavy_module_level_imports() -> None:
+    """No eval module imports torch/matplotlib/pandas at import time; the metric modules not sklearn/scipy either."""
+    for path in EVAL_DIR.glob("*.py"):
+        ours = path.stem.lstrip("_") in [*METRIC_MODULES, "calibrators", "maps", "checks"]
+        lazy = FORBIDDEN | ({"sklearn", "scipy"} if ours else set())
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only; imports inside functions are fine
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            roots = {n.split(".")[0] for n in names}
+            assert not roots & lazy, f"{path.name} imports {roots}"
+
+
+def test_import_leaves_torch_and_matplotlib_out() -> None:
+    code = "import sys, lvkit.eval; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
