@@ -40,6 +40,7 @@ from lvkit.errors import (
     InternalServerException,
     LookoutVisionError,
     ResourceNotFoundException,
+    ValidationException,
 )
 from lvkit.images import DEFAULT_MAX_BYTES, check_body, check_content_type
 from lvkit.shapes import ModelDescription, ModelPerformance, ProjectDescription
@@ -293,6 +294,28 @@ class LookoutVisionService:
         with hosted.idle:
             hosted.inflight -= 1
         return hosted.backend
+
+    def attach_calibration(self, project_name: str, model_version: str,
+                           calibration: dict[str, Any] | None) -> None:
+        """Serve Confidence through a recalibrator (``lvkit.eval`` ``to_dict()``), or None to detach.
+
+        The verdict (IsAnomalous) is unchanged; Confidence becomes ``p`` or ``1 - p`` of the
+        recalibrated P(anomaly). Takes effect on the next request, hosted or not.
+        """
+        m = self._model(project_name, model_version)
+        if calibration is not None:
+            from lvkit.eval.calibration import calibrator_from_dict
+
+            try:
+                calibrator_from_dict(calibration)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValidationException(f"not a recalibrator lvkit can rebuild: {exc}") from exc
+        self.store.set_calibration(m.project, m.version, calibration)
+        key = (m.project, m.version)
+        with self._key_lock(key):
+            hosted = self._hosted.get(key)
+            if hosted is not None:  # reload with the new calibration
+                self._hosted[key] = _Hosted(self._load(self.store.get_model(m.project, m.version)))
 
     def close(self) -> None:
         """Drop loaded backends and close the store (statuses stay as they are)."""

@@ -337,6 +337,12 @@ class Store:
             cur = db.execute(f"UPDATE models SET {', '.join(sets)} WHERE {where}", args)
         return cur.rowcount == 1
 
+    def set_calibration(self, project: str, version: int, calibration: dict[str, Any] | None) -> None:
+        """Attach (a dict) or detach (None) a recalibrator to a model version."""
+        with self._tx() as db:
+            db.execute("UPDATE models SET calibration=? WHERE project=? AND version=?",
+                       (json.dumps(calibration) if calibration is not None else None, project, version))
+
     # -- tags -------------------------------------------------------------------------------
     def set_tags(self, arn: str, tags: dict[str, str]) -> None:
         with self._tx() as db:

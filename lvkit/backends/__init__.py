@@ -53,10 +53,24 @@ def _load_anomalib(artifact_dir: Path, **options: Any) -> Backend:
     return AnomalibBackend.load(artifact_dir, **options)
 
 
+def _load_replay(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.replay import ReplayBackend
+
+    return ReplayBackend.load(artifact_dir, **options)
+
+
+def _load_service(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.service import ServiceBackend
+
+    return ServiceBackend.load(artifact_dir, **options)
+
+
 #: registry: backend name -> loader of a model version's artifact folder
 BACKENDS: dict[str, Loader] = {
     "anomalib": _load_anomalib,
     "fake": _load_fake,
+    "replay": _load_replay,
+    "service": _load_service,
 }
 
 
