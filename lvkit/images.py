@@ -106,7 +106,7 @@ def to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
         image = image.convert("RGBA")
     if mode != "RGB":
         image = image.convert("RGB")
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
 
 
 def decode_image(

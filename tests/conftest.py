@@ -62,3 +62,29 @@ def bright() -> bytes:
     rgb = np.full((64, 64, 3), 30, np.uint8)
     rgb[:, :40] = 250
     return png_bytes(rgb)
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled benchmark's brick category, small: 12 train, 6 good + 4 per defect type test, 64 px."""
+    from lvkit.datasets.synthetic import generate
+
+    root = generate(tmp_path_factory.mktemp("bench"), categories=("brick",), n_train=12, n_test_good=6,
+                    n_test_defect_per_type=4, image_size=64)
+    return root / "brick"
+
+
+@pytest.fixture(scope="session")
+def anomalib_home(tmp_path_factory: pytest.TempPathFactory, tiny_benchmark: Path) -> Path:
+    """A store holding project 'brick' version 1: PatchCore trained by lvkit.train on the tiny benchmark."""
+    pytest.importorskip("anomalib")
+    home = tmp_path_factory.mktemp("anomalib-home")
+    version = lvkit.train("brick", tiny_benchmark, model="patchcore", image_size=128, home=home, progress=False)
+    assert version == "1"
+    return home
+
+
+@pytest.fixture(scope="session")
+def anomalib_version_dir(anomalib_home: Path) -> Path:
+    """The artifact folder of that trained PatchCore version (for the backend conformance suite)."""
+    return lvkit.Store(anomalib_home).artifact_dir("brick", 1)

@@ -1,0 +1,666 @@
+"""anomalib image models behind a numpy-in, numpy-out core: build, fit, predict, save, load.
+
+This layer knows torch and anomalib and nothing of the Lookout for Vision contract: it returns
+*raw* anomaly scores and maps (anomalib's post-processing, evaluator and visualizer are
+disabled), and callers put thresholds, confidence and masks on top.
+
+What is not emulated or supported:
+
+- Models that need a timm backbone take any timm CNN; only the default, ``tf_efficientnet_lite0``,
+  has weights that ship offline (see :mod:`lvkit.backends._weights`).
+- ``efficient_ad`` and ``draem`` need downloads anomalib makes on first use (a distilled teacher
+  and Imagenette; the DTD textures); :func:`build_model` checks for them and fails at once with
+  the paths to fill instead.
+- Models whose anomalib class hard-codes its backbone by name (FastFlow, Reverse Distillation,
+  CFA, CS-Flow, U-Flow) are left out: they cannot take the offline backbone.
+- PatchCore's coreset selection needs the allocator setting of
+  :mod:`lvkit.backends._train_worker`; train it through :func:`train_in_subprocess`.
+
+torch, lightning and anomalib are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from lvkit.backends import _weights
+from lvkit.backends._train_worker import train_in_subprocess
+from lvkit.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+    from anomalib.models.components import AnomalibModule
+
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "build_model",
+    "fit",
+    "load_model",
+    "predict_raw",
+    "resolve_device",
+    "save_model",
+    "train_in_subprocess",
+]
+
+Progress = Callable[[str, float], None]
+CONFIG_NAME = "config.json"
+CONFIG_ATTR = "lvkit_config"
+STATE_NAME = "model.pt"
+FORMAT = "lvkit-anomalib-model"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How lvkit builds and trains one anomalib image model.
+
+    Attributes
+    ----------
+    backbone : {"timm", "none"}
+        ``"timm"``: takes ``backbone``/``layers`` (a timm CNN); ``"none"``: its own network.
+    layers : tuple of str
+        Default feature layers of ``tf_efficientnet_lite0``.
+    layer_arg : str
+        Keyword the anomalib class takes the layers under (``"layer"`` for DFM, single).
+    kwargs : dict
+        Defaults for the anomalib class, overridable through ``build_model(**model_kwargs)``.
+    epochs : int
+        Default epochs (memory-bank models make one pass).
+    batch_size : int
+        Training batch size.
+    segmentation : bool
+        Whether the model produces an anomaly map (otherwise ``predict_raw`` maps are NaN).
+    pretrained_arg : bool
+        Whether the anomalib class takes ``pre_trained`` (Stfpm and Supersimplenet always
+        load pretrained backbones; :func:`load_model` stages timm's random init for them).
+    """
+
+    backbone: Literal["timm", "none"]
+    layers: tuple[str, ...] = ()
+    layer_arg: str = "layers"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 8
+    segmentation: bool = True
+    pretrained_arg: bool = True
+
+
+#: supported anomalib image models by lowercase name (defaults for ``tf_efficientnet_lite0``)
+MODELS: dict[str, ModelSpec] = {
+    "patchcore": ModelSpec("timm", ("blocks.2", "blocks.4"), kwargs={"coreset_sampling_ratio": 0.1}),
+    "padim": ModelSpec("timm", ("blocks.2", "blocks.4"), kwargs={"n_features": 100}),
+    "stfpm": ModelSpec("timm", ("blocks.1", "blocks.2", "blocks.4"), epochs=10, pretrained_arg=False),
+    "dfm": ModelSpec("timm", ("blocks.4",), layer_arg="layer"),
+    "dfkde": ModelSpec("timm", ("blocks.6",), segmentation=False),
+    "cflow": ModelSpec("timm", ("blocks.2", "blocks.4", "blocks.6"), epochs=5),
+    "supersimplenet": ModelSpec("timm", ("blocks.2", "blocks.4"), epochs=10, pretrained_arg=False),
+    "ganomaly": ModelSpec("none", epochs=10, segmentation=False),
+    "efficient_ad": ModelSpec("none", epochs=10, batch_size=1),
+    "draem": ModelSpec("none", epochs=10),
+}
+DEFAULT_MODEL = "patchcore"
+
+
+def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
+    with warnings.catch_warnings():  # third-party import noise (timm/anomalib FutureWarnings)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from anomalib import models as m
+        except ImportError as exc:
+            raise BackendUnavailableError(f"anomalib is not installed: pip install 'lvkit[anomalib]' ({exc})") from exc
+    return {
+        "patchcore": m.Patchcore,
+        "padim": m.Padim,
+        "stfpm": m.Stfpm,
+        "dfm": m.Dfm,
+        "dfkde": m.Dfkde,
+        "cflow": m.Cflow,
+        "supersimplenet": m.Supersimplenet,
+        "ganomaly": m.Ganomaly,
+        "efficient_ad": m.EfficientAd,
+        "draem": m.Draem,
+    }
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}") from None
+
+
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """The device string to run on: ``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``.
+
+    Raises
+    ------
+    ValueError
+        Not ``"auto"``, ``"cpu"`` or ``"cuda[:N]"``, or CUDA requested but unavailable.
+    """
+    import torch
+
+    device = str(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
+        raise ValueError(f"expected device 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed python, numpy and torch for the block and restore their states afterwards."""
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _pre_processor(mean: Sequence[float], std: Sequence[float], image_size: int) -> Any:
+    from anomalib.pre_processing import PreProcessor
+    from torchvision.transforms.v2 import Compose, Normalize, Resize
+
+    size = (image_size, image_size)
+    return PreProcessor(transform=Compose([Resize(size, antialias=True), Normalize(mean=list(mean), std=list(std))]))
+
+
+def build_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    backbone: str | None = None,
+    layers: Sequence[str] | None = None,
+    image_size: int = 256,
+    weights_dir: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    backbone_weights: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    **model_kwargs: Any,
+) -> AnomalibModule:
+    """Build an anomalib model with raw outputs (no post-processing, evaluator or visualizer).
+
+    Parameters
+    ----------
+    name : str, default "patchcore"
+        A key of :data:`MODELS`.
+    backbone : str, optional
+        timm backbone of ``"timm"`` models; default ``tf_efficientnet_lite0`` with offline
+        ImageNet weights. Other names load pretrained weights from the hub, or from
+        ``backbone_weights``.
+    layers : sequence of str, optional
+        Feature layers; default :attr:`ModelSpec.layers` (defined for the default backbone only).
+    image_size : int, default 256
+        Square size images are resized to before the network.
+    weights_dir : path-like, optional
+        Cache folder for staged backbone weights; required when ``pretrained`` and the weights
+        come from a local file (always the case for the default backbone).
+    pretrained : bool, default True
+        ``False`` builds an untrained module to load a saved state into: nothing is read or
+        downloaded, and the resource checks of ``draem``/``efficient_ad`` are skipped.
+    backbone_weights : path-like, optional
+        A local timm state dict for ``backbone`` (see :func:`_weights.local_backbone_weights`).
+    seed : int, default 0
+        Seeds random initialisation (PaDiM's feature subset, student and decoder networks).
+    **model_kwargs
+        Passed to the anomalib class, over :attr:`ModelSpec.kwargs`; must be JSON-serialisable.
+
+    Returns
+    -------
+    anomalib.models.AnomalibModule
+        Its attribute ``lvkit_config`` holds the recipe :func:`save_model` stores.
+
+    Raises
+    ------
+    ValueError
+        Unknown model; backbone/layers given to a model with its own network; missing
+        ``weights_dir``; options that are not JSON-serialisable.
+    lvkit.errors.BackendUnavailableError
+        Weights or data the model needs are missing; the message says how to provide them.
+
+    Examples
+    --------
+    >>> model = build_model("padim", image_size=64, weights_dir="/tmp/w")  # doctest: +SKIP (imports anomalib)
+    """
+    return _build(
+        name,
+        backbone=backbone,
+        layers=layers,
+        image_size=image_size,
+        weights_dir=weights_dir,
+        pretrained=pretrained,
+        backbone_weights=backbone_weights,
+        seed=seed,
+        model_kwargs=model_kwargs,
+    )
+
+
+def _build(
+    name: str,
+    *,
+    backbone: str | None,
+    layers: Sequence[str] | None,
+    image_size: int,
+    weights_dir: str | os.PathLike[str] | None,
+    pretrained: bool,
+    backbone_weights: str | os.PathLike[str] | None,
+    seed: int,
+    model_kwargs: dict[str, Any],
+    mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> AnomalibModule:
+    spec = _spec(name)
+    cls = _anomalib_classes()[name]
+    kwargs: dict[str, Any] = {**spec.kwargs, **model_kwargs}
+    config: dict[str, Any] = {"name": name, "image_size": int(image_size), "backbone": None, "layers": None}
+    config["kwargs"] = dict(kwargs)
+    config["mean"] = config["std"] = None
+    _check_json(config)
+    size = (int(image_size), int(image_size))
+    if spec.backbone == "none":
+        if backbone is not None or layers is not None or backbone_weights is not None:
+            raise ValueError(f"model {name!r} has its own network; it takes no backbone, layers or backbone_weights")
+        pre_processor = cls.configure_pre_processor(image_size=size)
+    else:
+        arch = backbone or _weights.DEFAULT_BACKBONE
+        if layers is None and arch != _weights.DEFAULT_BACKBONE:
+            raise ValueError(f"layers must be given for backbone {arch!r} (defaults exist for {_weights.DEFAULT_BACKBONE})")
+        chosen = [str(layer) for layer in (layers if layers is not None else spec.layers)]
+        timm_arch = arch
+        if pretrained and (arch == _weights.DEFAULT_BACKBONE or backbone_weights is not None):
+            if weights_dir is None:
+                raise ValueError(f"weights_dir is required to stage the pretrained weights of {arch!r}")
+            if backbone_weights is None:
+                weights_file = _weights.default_backbone_weights(weights_dir)
+            else:
+                weights_file = _weights.local_backbone_weights(arch, backbone_weights, weights_dir)
+            timm_arch = _weights.timm_name(weights_file)
+        mean, std = mean_std if mean_std is not None else _weights.backbone_mean_std(timm_arch)
+        kwargs["backbone"] = timm_arch
+        if spec.pretrained_arg:
+            kwargs["pre_trained"] = pretrained
+        kwargs[spec.layer_arg] = chosen[0] if spec.layer_arg == "layer" else chosen
+        config.update(backbone=arch, layers=chosen, mean=list(mean), std=list(std))
+        pre_processor = _pre_processor(mean, std, int(image_size))
+    if pretrained:
+        _weights.check_downloads(name, kwargs)
+
+    def construct() -> AnomalibModule:
+        with _seeded(seed), _quiet():
+            return cls(**kwargs, pre_processor=pre_processor, post_processor=False, evaluator=False, visualizer=False)
+
+    with contextlib.ExitStack() as stack:
+        if spec.backbone == "timm" and not pretrained and not spec.pretrained_arg:
+            # the class always asks timm for pretrained weights: give it timm's own random
+            # initialisation from a temporary local-dir (the saved state replaces it)
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="lvkit-backbone-"))
+            kwargs["backbone"] = _weights.timm_name(_weights.placeholder_backbone(str(config["backbone"]), folder))
+        if name == "draem" and not pretrained:  # no anomaly sources needed to predict
+            kwargs["dtd_dir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="lvkit-dtd-"))
+        if spec.backbone == "timm" and pretrained and not str(kwargs["backbone"]).startswith("local-dir:"):
+            model = _weights.with_pretrained_download(construct, backbone=str(kwargs["backbone"]), what=f"for {name}")
+        else:
+            model = construct()
+    setattr(model, CONFIG_ATTR, config)  # the recipe save_model stores
+    return model
+
+
+def _check_json(config: dict[str, Any]) -> None:
+    try:
+        json.dumps(config)
+    except TypeError as exc:
+        raise ValueError(f"model options must be JSON-serialisable to save the model: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence third-party warnings and timm's expected-keys log inside anomalib/timm/lightning calls."""
+    # timm logs "Unexpected keys ..." when features_only drops the head; Lightning logs tips
+    loggers = [logging.getLogger(name) for name in ("timm.models._builder", "lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _to_tensor(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], *, same_size: bool) -> list[torch.Tensor]:
+    """uint8 (H, W, 3) images -> float (3, H, W) tensors in [0, 1]."""
+    import torch
+
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        raise ValueError(f"expected images of shape (B, H, W, 3), got {images.shape}")
+    out = []
+    for i, image in enumerate(images):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"expected image {i} as uint8 (H, W, 3), got {array.dtype} {array.shape}")
+        out.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0))
+    if not out:
+        raise ValueError("expected at least one image, got none")
+    if same_size and len({tuple(t.shape) for t in out}) > 1:
+        raise ValueError(f"expected images of one size, got {sorted({tuple(t.shape[1:]) for t in out})}")
+    return out
+
+
+def _resized(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], size: int) -> torch.Tensor:
+    """Stack images resized to (size, size) exactly as the pre-processor resizes."""
+    import torch
+    from torchvision.transforms.v2 import functional as tf
+
+    tensors = _to_tensor(images, same_size=False)
+    return torch.stack([tf.resize(t, [size, size], antialias=True) for t in tensors])
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: AnomalibModule,
+    train_images: Sequence[npt.NDArray[np.uint8]],
+    *,
+    device: str | torch.device = "auto",
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> None:
+    """Train ``model`` on normal images, in place.
+
+    Memory-bank models (PatchCore, PaDiM, DFM, DFKDE) are driven directly: one feature pass,
+    then their ``fit()``. The others run a Lightning ``Trainer`` with logging, checkpoints and
+    progress bars off and its root in a temporary folder, so nothing is written elsewhere.
+
+    Parameters
+    ----------
+    model : AnomalibModule
+        From :func:`build_model`.
+    train_images : sequence of array of shape (H, W, 3), dtype uint8
+        Normal images, RGB; sizes may differ (each is resized to the model's ``image_size``).
+    device : str, default "auto"
+        See :func:`resolve_device`.
+    epochs : int, optional
+        Default :attr:`ModelSpec.epochs`; ignored by memory-bank models (one pass).
+    seed : int, default 0
+        Seeds shuffling, augmentation and sampling; global RNG states are restored afterwards.
+    progress : callable(stage: str, fraction: float), optional
+        Called with ``("extract", f)`` / ``("fit", f)`` (memory-bank) or ``("train", f)``.
+
+    Raises
+    ------
+    ValueError
+        No images, or images that are not uint8 (H, W, 3).
+
+    Notes
+    -----
+    PatchCore's coreset selection can grow a process to tens of GB under glibc's default
+    allocator; use :func:`train_in_subprocess`.
+    """
+    import torch
+    from anomalib.models.components import MemoryBankMixin
+
+    config = getattr(model, CONFIG_ATTR, None)
+    if config is None:
+        raise ValueError("expected a model from build_model or load_model (it has no lvkit_config)")
+    spec = _spec(config["name"])
+    report = progress or (lambda stage, fraction: None)
+    target = torch.device(resolve_device(device))
+    images = _resized(train_images, config["image_size"])
+    inner: Any = model.model
+    needed = int(inner.classifier.n_pca_components) if config["name"] == "dfkde" else 1
+    if len(images) < needed:
+        raise ValueError(f"{config['name']} needs at least {needed} training images (n_pca_components), got {len(images)}")
+    model.to(target)
+    with _seeded(seed):
+        if isinstance(model, MemoryBankMixin):
+            _fit_memory_bank(model, images, spec.batch_size, target, report)
+        else:
+            _fit_lightning(model, images, spec, epochs or spec.epochs, target, seed, report)
+    model.eval()
+
+
+def _fit_memory_bank(model: Any, images: torch.Tensor, batch_size: int, device: torch.device, report: Progress) -> None:
+    import torch
+    from anomalib.data import ImageBatch
+
+    model.train()
+    transform = model.pre_processor.transform
+    n = len(images)
+    with torch.no_grad(), _quiet():
+        for start in range(0, n, batch_size):
+            batch = transform(images[start : start + batch_size].to(device))
+            model.training_step(ImageBatch(image=batch), start // batch_size)
+            report("extract", min(start + batch_size, n) / n)
+        report("fit", 0.0)
+        model.fit()
+        model._is_fitted = torch.tensor([True], device=device)
+    report("fit", 1.0)
+
+
+def _collate_normal(items: list[torch.Tensor]) -> Any:
+    """A batch of normal images as anomalib models expect it (label 0, empty masks)."""
+    import torch
+    from anomalib.data import ImageBatch
+
+    image = torch.stack(items)
+    return ImageBatch(
+        image=image,
+        gt_label=torch.zeros(len(items), dtype=torch.bool),
+        gt_mask=torch.zeros((len(items), *image.shape[-2:]), dtype=torch.bool),
+    )
+
+
+def _fit_lightning(
+    model: Any, images: torch.Tensor, spec: ModelSpec, epochs: int, device: torch.device, seed: int, report: Progress
+) -> None:
+    import torch
+    from anomalib.data import ImageBatch
+    from lightning.pytorch import Callback, LightningDataModule, Trainer
+    from torch.utils.data import DataLoader, Dataset
+
+    batch_size = min(spec.batch_size, len(images))
+
+    class _Arrays(LightningDataModule):  # what anomalib models read from trainer.datamodule
+        train_batch_size = batch_size
+
+        def train_dataloader(self) -> DataLoader[Any]:
+            generator = torch.Generator().manual_seed(seed)
+            return DataLoader(
+                cast("Dataset[torch.Tensor]", list(images)),
+                batch_size=batch_size,
+                shuffle=True,
+                generator=generator,
+                collate_fn=_collate_normal,
+            )
+
+    class _Progress(Callback):
+        def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+            total = max(1, trainer.num_training_batches * epochs)
+            done = trainer.current_epoch * trainer.num_training_batches + args[-1] + 1
+            report("train", min(1.0, done / total))
+
+    with tempfile.TemporaryDirectory(prefix="lvkit-train-") as root, _quiet():
+        arguments = dict(model.trainer_arguments)
+        arguments.update(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=[device.index or 0] if device.type == "cuda" else 1,
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=root,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=[_Progress()],
+        )
+        trainer = Trainer(**arguments)
+        trainer.fit(model, datamodule=_Arrays())
+    model.to(device)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def predict_raw(
+    model: AnomalibModule,
+    images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]],
+    *,
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Raw anomaly scores and maps of a trained model.
+
+    Parameters
+    ----------
+    model : AnomalibModule
+        Trained by :func:`fit` or loaded by :func:`load_model`.
+    images : array of shape (B, H, W, 3) or sequence of (H, W, 3), dtype uint8
+        RGB images of one size.
+    device : str, default "auto"
+        See :func:`resolve_device`.
+    batch_size : int, default 8
+
+    Returns
+    -------
+    scores : ndarray of shape (B,), dtype float32
+        The model's raw image scores (higher is more anomalous; unbounded).
+    maps : ndarray of shape (B, H, W), dtype float32
+        Raw anomaly maps resized bilinearly to the input resolution; NaN for models without
+        maps (``MODELS[name].segmentation`` is False).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tensors = _to_tensor(images, same_size=True)
+    height, width = tensors[0].shape[1:]
+    target = torch.device(resolve_device(device))
+    model.to(target).eval()
+    scores, maps = [], []
+    with torch.inference_mode():
+        for start in range(0, len(tensors), batch_size):
+            batch = torch.stack(tensors[start : start + batch_size]).to(target)
+            out = model(batch)
+            score = out.pred_score.reshape(len(batch)).float()
+            if out.anomaly_map is None:
+                amap = torch.full((len(batch), height, width), float("nan"))
+            else:
+                amap = out.anomaly_map.float().reshape(len(batch), 1, *out.anomaly_map.shape[-2:])
+                if amap.shape[-2:] != (height, width):
+                    amap = F.interpolate(amap, size=(height, width), mode="bilinear", align_corners=False)
+                amap = amap[:, 0]
+            scores.append(score.cpu().numpy())
+            maps.append(amap.cpu().numpy())
+    return np.concatenate(scores).astype(np.float32), np.concatenate(maps).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_model(model: AnomalibModule, path_dir: str | os.PathLike[str]) -> Path:
+    """Write ``model.pt`` (the state dict) and ``config.json`` (the recipe) into ``path_dir``.
+
+    Each file is written to a temporary name and moved into place; the config goes last, so a
+    folder with a config is complete. Returns the folder.
+    """
+    import torch
+
+    config = getattr(model, CONFIG_ATTR, None)
+    if config is None:
+        raise ValueError("expected a model from build_model or load_model (it has no lvkit_config)")
+    folder = Path(path_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _weights.atomic_write(folder / STATE_NAME, lambda tmp: torch.save(state, tmp))
+    import anomalib
+
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "anomalib": anomalib.__version__, **config}
+    _weights.atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    return folder
+
+
+def load_model(path_dir: str | os.PathLike[str], *, device: str | torch.device = "auto") -> AnomalibModule:
+    """Rebuild a model saved by :func:`save_model` (no pretrained weights needed) and load its state.
+
+    Buffers whose size depends on training (PatchCore's memory bank, PaDiM's Gaussian, ...)
+    are resized to the saved shapes before loading, then the state dict loads strictly.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path_dir`` lacks ``config.json`` or ``model.pt``.
+    ValueError
+        The folder is not an lvkit model, or the state does not fit the rebuilt module.
+    """
+    import torch
+
+    folder = Path(path_dir)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{folder} is not an lvkit anomalib model (format {config.get('format')!r})")
+    state = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+    mean_std = (config["mean"], config["std"]) if config.get("mean") is not None else None
+    model = _build(
+        config["name"],
+        backbone=config["backbone"],
+        layers=config["layers"],
+        image_size=config["image_size"],
+        weights_dir=None,
+        pretrained=False,
+        backbone_weights=None,
+        seed=0,
+        model_kwargs=dict(config["kwargs"]),
+        mean_std=mean_std,
+    )
+    _resize_buffers(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{folder / STATE_NAME} does not fit a rebuilt {config['name']}: {exc}") from exc
+    return model.to(resolve_device(device)).eval()
+
+
+def _resize_buffers(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    import torch
+
+    for key, value in state.items():
+        owner_name, _, attr = key.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        current = owner._buffers.get(attr)
+        if attr in owner._buffers and (current is None or current.shape != value.shape):
+            owner._buffers[attr] = torch.empty_like(value)

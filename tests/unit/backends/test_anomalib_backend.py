@@ -1,0 +1,146 @@
+"""lvkit.train + the anomalib backend through lvkit.client(): real models on the real benchmark."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lvkit
+from lvkit.datasets import read_label_masks
+from lvkit.eval import anomaly_score, image_auroc
+from tests.conftest import png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hosted(anomalib_home: Path):
+    lv = lvkit.client(anomalib_home)
+    lv.start_model(ProjectName="brick", ModelVersion="1", MinInferenceUnits=1)
+    yield lv
+    lv.stop_model(ProjectName="brick", ModelVersion="1")
+
+
+def test_trained_version_is_described(anomalib_home: Path):
+    lv = lvkit.client(anomalib_home)
+    d = lv.describe_model(ProjectName="brick", ModelVersion="latest")["ModelDescription"]
+    assert d["Status"] in ("TRAINED", "HOSTED") and d["ModelVersion"] == "1"
+    assert set(d["Performance"]) == {"F1Score", "Recall", "Precision"}
+    manifest = json.loads((lvkit.Store(anomalib_home).artifact_dir("brick", 1) / "lvkit.json").read_text())
+    assert manifest["labels"] == ["hole", "scratch", "stain"] and manifest["segmentation"] is True
+    assert manifest["image_size"] == [64, 64]
+    assert not set(manifest["splits"]["validation"]) & set(manifest["splits"]["evaluation"])
+    assert not set(manifest["splits"]["fit"]) & set(manifest["splits"]["validation"])
+
+
+def test_detect_on_the_benchmark(hosted, tiny_benchmark: Path):
+    test = lvkit.datasets.load(tiny_benchmark).split("test")
+    labels, scores = [], []
+    for s in test.samples:
+        body = Path(s.image_path).read_bytes()
+        r = hosted.detect_anomalies(ProjectName="brick", ModelVersion="latest", ContentType="image/png", Body=body)
+        res = r["DetectAnomalyResult"]
+        assert 0.5 <= res["Confidence"] <= 1.0
+        assert res["Anomalies"][0]["Name"] == "background" and res["Anomalies"][0]["PixelAnomaly"]["Color"] == "#FFFFFF"
+        assert sum(a["PixelAnomaly"]["TotalPercentageArea"] for a in res["Anomalies"]) == pytest.approx(1.0)
+        mask = np.asarray(Image.open(io.BytesIO(res["AnomalyMask"])))
+        assert mask.shape == (64, 64, 3)
+        names = {a["Name"] for a in res["Anomalies"][1:]}
+        assert names <= {"hole", "scratch", "stain"}
+        labels.append(s.label)
+        scores.append(anomaly_score(res["IsAnomalous"], res["Confidence"]))
+        if s.label == 1 and res["IsAnomalous"]:
+            truth = next(iter(read_label_masks(s).values()))
+            assert mask.any(axis=2)[truth].any() or len(res["Anomalies"]) == 1
+    assert image_auroc(labels, scores) > 0.8
+
+
+def test_same_image_same_answer(hosted, tiny_benchmark: Path):
+    body = next((tiny_benchmark / "test" / "hole").glob("*.png")).read_bytes()
+    a = hosted.detect_anomalies(ProjectName="brick", ModelVersion="1", ContentType="image/png", Body=body)
+    b = hosted.detect_anomalies(ProjectName="brick", ModelVersion="1", ContentType="image/png", Body=body)
+    assert a["DetectAnomalyResult"] == b["DetectAnomalyResult"]
+
+
+def test_jpeg_and_grayscale_inputs(hosted, tiny_benchmark: Path):
+    rgb = np.asarray(Image.open(next((tiny_benchmark / "test" / "good").glob("*.png"))).convert("RGB"))
+    for body, ct in ((png_bytes(rgb, fmt="JPEG"), "image/jpeg"), (png_bytes(rgb, mode="L"), "image/png")):
+        r = hosted.detect_anomalies(ProjectName="brick", ModelVersion="1", ContentType=ct, Body=body)
+        assert isinstance(r["DetectAnomalyResult"]["IsAnomalous"], bool)
+
+
+def test_wrong_size_is_refused(hosted):
+    body = png_bytes(np.zeros((96, 64, 3), np.uint8))
+    with pytest.raises(hosted.exceptions.ValidationException, match="trained on 64x64"):
+        hosted.detect_anomalies(ProjectName="brick", ModelVersion="1", ContentType="image/png", Body=body)
+
+
+def test_calibration_attach_changes_confidence_not_verdict(anomalib_home: Path, tiny_benchmark: Path):
+    from lvkit.eval import PlattCalibrator
+
+    lv = lvkit.client(anomalib_home)
+    status = lv.describe_model(ProjectName="brick", ModelVersion="1")["ModelDescription"]["Status"]
+    if status != "HOSTED":
+        lv.start_model(ProjectName="brick", ModelVersion="1", MinInferenceUnits=1)
+    body = next((tiny_benchmark / "test" / "good").glob("*.png")).read_bytes()
+    call = dict(ProjectName="brick", ModelVersion="1", ContentType="image/png", Body=body)
+    before = lv.detect_anomalies(**call)["DetectAnomalyResult"]
+    squash = PlattCalibrator(slope=0.1, intercept=0.0)  # pulls every probability towards 0.5
+    lv.service.attach_calibration("brick", "1", squash.to_dict())
+    after = lv.detect_anomalies(**call)["DetectAnomalyResult"]
+    assert after["IsAnomalous"] == before["IsAnomalous"] and after["Confidence"] != before["Confidence"]
+    lv.service.attach_calibration("brick", "1", None)
+    assert lv.detect_anomalies(**call)["DetectAnomalyResult"] == before
+    with pytest.raises(lvkit.ValidationException, match="recalibrator"):
+        lv.service.attach_calibration("brick", "1", {"kind": "nonsense"})
+    if status != "HOSTED":
+        lv.stop_model(ProjectName="brick", ModelVersion="1")
+
+
+@pytest.mark.parametrize(("model", "kwargs"), [("padim", {}), ("stfpm", {"epochs": 1})])
+def test_other_models_train_and_serve(tmp_path: Path, tiny_benchmark: Path, model: str, kwargs: dict):
+    version = lvkit.train("p", tiny_benchmark, model=model, image_size=128, home=tmp_path, progress=False, **kwargs)
+    lv = lvkit.client(tmp_path)
+    lv.start_model(ProjectName="p", ModelVersion=version, MinInferenceUnits=1)
+    body = next((tiny_benchmark / "test" / "hole").glob("*.png")).read_bytes()
+    r = lv.detect_anomalies(ProjectName="p", ModelVersion=version, ContentType="image/png", Body=body)
+    assert 0 <= r["DetectAnomalyResult"]["Confidence"] <= 1
+    lv.stop_model(ProjectName="p", ModelVersion=version)
+
+
+def test_model_needing_downloads_fails_clearly_and_leaves_no_version(tmp_path: Path, tiny_benchmark: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))  # where anomalib looks for downloads
+    with pytest.raises(RuntimeError, match="(?i)efficient.?ad|teacher|imagenette"):
+        lvkit.train("p", tiny_benchmark, model="efficient_ad", home=tmp_path, progress=False)
+    m = lvkit.Store(tmp_path).get_model("p", "1")
+    assert m.status == "TRAINING_FAILED" and "training failed" in m.status_message
+    assert not lvkit.Store(tmp_path).artifact_dir("p", 1).exists()
+
+
+def test_bad_datasets(tmp_path: Path, tiny_benchmark: Path):
+    few = tmp_path / "few"
+    (few / "normal").mkdir(parents=True)
+    for i, p in enumerate(sorted((tiny_benchmark / "train" / "good").glob("*.png"))[:5]):
+        (few / "normal" / f"{i}.png").write_bytes(p.read_bytes())
+    with pytest.raises(lvkit.DatasetError, match="at least 10 normal images"):
+        lvkit.train("p", few, home=tmp_path / "h", progress=False)
+    mixed = tmp_path / "mixed"
+    (mixed / "normal").mkdir(parents=True)
+    for i, p in enumerate(sorted((tiny_benchmark / "train" / "good").glob("*.png"))[:10]):
+        (mixed / "normal" / f"{i}.png").write_bytes(p.read_bytes())
+    (mixed / "normal" / "big.png").write_bytes(png_bytes(np.zeros((80, 80, 3), np.uint8)))
+    with pytest.raises(lvkit.DatasetError, match="same size"):
+        lvkit.train("p", mixed, home=tmp_path / "h", progress=False)
+    manifest = tmp_path / "train.manifest"
+    manifest.write_text(json.dumps({"source-ref": str(tmp_path / "nope.png"), "anomaly-label": 0,
+                                    "anomaly-label-metadata": {"class-name": "normal"}}) + "\n")
+    with pytest.raises(lvkit.DatasetError, match="line 1"):
+        lvkit.train("p", manifest, home=tmp_path / "h", progress=False)
+    with pytest.raises(lvkit.ValidationException):
+        lvkit.train("-bad", tiny_benchmark, home=tmp_path / "h", progress=False)
