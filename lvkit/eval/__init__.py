@@ -1,9 +1,18 @@
-"""Evaluation metrics for anomaly verdicts, scores and masks: pure numpy functions.
+"""Evaluation: any DetectAnomalies target over a dataset into a table, and the metrics of that table.
 
 ``lvkit.eval`` consumes labels, scores and masks (e.g. from ``DetectAnomalyResult``s), so it
-scores the real service, anomalib and recorded runs alike. Importing it must not import torch,
-matplotlib or pandas, nor any lvkit module but ``lvkit.shapes`` and ``lvkit.errors``; sklearn
-and scipy are imported inside the functions that need them.
+scores the real service, anomalib and recorded runs alike:
+
+- :func:`run` -> a DataFrame, one row per image; :func:`throughput` -> latency and images/s.
+- Tables: :func:`image_metrics`, :func:`operating_points`, :func:`calibration_report`,
+  :func:`recalibration_report` (with :func:`split_for_calibration`), :func:`mask_report`,
+  :func:`mask_threshold_curve`; :func:`ci_frame` shows a report as ``estimate, low, high``.
+- Pure numpy metric functions (``ranking``, ``calibration``, ``masks``, ``bootstrap``,
+  ``scores``), streaming accumulators (``accumulate``) and figures (``plots``).
+
+Importing it must not import torch, matplotlib or pandas, nor any lvkit module but
+``lvkit.shapes`` and ``lvkit.errors``; sklearn, scipy, pandas and the rest of lvkit are
+imported inside the functions that need them.
 """
 
 from lvkit.eval.bootstrap import bootstrap_ci
@@ -43,9 +52,13 @@ from lvkit.eval.ranking import (
     threshold_metrics,
 )
 from lvkit.eval import plots
-from lvkit.eval.report import image_metrics, mask_report, predicted_label_masks
+from lvkit.eval.accumulate import CalibrationAccumulator, ConfusionAccumulator, MaskIoUAccumulator
+from lvkit.eval.report import ci_frame, image_metrics, operating_points
+from lvkit.eval.report_calibration import calibration_report, recalibration_report, split_for_calibration
+from lvkit.eval.report_masks import mask_report, mask_threshold_curve, predicted_label_masks
 from lvkit.eval.run import detect_one, run
 from lvkit.eval.scores import anomaly_score, confidence_from_score
+from lvkit.eval.throughput import fingerprint, throughput
 
 __all__ = [
     "anomaly_score",
@@ -57,13 +70,18 @@ __all__ = [
     "bootstrap_ci",
     "brier_score_loss",
     "calibration_error",
+    "calibration_report",
+    "CalibrationAccumulator",
     "Calibrator",
     "calibrator_from_dict",
     "CALIBRATORS",
+    "ci_frame",
     "confidence_from_score",
     "confusion_counts",
+    "ConfusionAccumulator",
     "detect_one",
     "dice_score",
+    "fingerprint",
     "fit_calibrator",
     "image_auroc",
     "image_metrics",
@@ -73,16 +91,22 @@ __all__ = [
     "log_loss",
     "mask_report",
     "mask_stats",
+    "mask_threshold_curve",
+    "MaskIoUAccumulator",
     "mean_dice",
     "mean_iou",
     "operating_point",
+    "operating_points",
     "per_label_iou",
     "pixel_auroc",
     "PlattCalibrator",
     "precision_recall_f1",
     "predicted_label_masks",
+    "recalibration_report",
     "reliability_curve",
     "run",
+    "split_for_calibration",
     "TemperatureCalibrator",
     "threshold_metrics",
+    "throughput",
 ]

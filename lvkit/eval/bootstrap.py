@@ -6,7 +6,7 @@ This module imports numpy only; it must not import torch, matplotlib or pandas.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,44 @@ def bootstrap_ci(
     alpha = (1.0 - float(confidence_level)) / 2.0
     low, high = np.percentile(values, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return estimate, float(low), float(high)
+
+
+def _intervals(
+    metrics: Callable[..., Mapping[str, float]],
+    *arrays: Any,
+    n_resamples: int,
+    confidence_level: float,
+    seed: int,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of several metrics from one set of resamples.
+
+    ``metrics(*arrays)`` returns a dict of floats. The resamples are those of
+    :func:`bootstrap_ci` with the same ``seed`` (same draws, same percentiles), so each interval
+    equals ``bootstrap_ci`` of that one metric; drawing them once keeps the metrics of a report
+    paired and costs one pass. Resample warnings are silenced; a metric that is ``nan`` on every
+    resample gets ``(nan, nan)`` without a warning (the report shows the nan).
+    """
+    n = _check_args(arrays, confidence_level)
+    n_resamples = check_positive_int("n_resamples", n_resamples)
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[float]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(n_resamples):
+            rows = rng.integers(0, n, size=n)
+            for name, value in metrics(*(_take(a, rows) for a in arrays)).items():
+                values.setdefault(name, []).append(float(value))
+    alpha = (1.0 - float(confidence_level)) / 2.0
+    out: dict[str, tuple[float, float]] = {}
+    for name, vals in values.items():
+        v = np.asarray(vals, dtype=np.float64)
+        v = v[~np.isnan(v)]
+        if v.size == 0:
+            out[name] = (NAN, NAN)
+            continue
+        low, high = np.percentile(v, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+        out[name] = (float(low), float(high))
+    return out
 
 
 def _is_array_like(a: Any) -> bool:

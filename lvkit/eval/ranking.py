@@ -311,6 +311,24 @@ def _curve_stats(yt: _Bool, ys: _F64) -> tuple[_F64, _I64, _I64]:
     return s[last], tps, fps
 
 
+def _auroc_from_curve(tps: _I64, fps: _I64) -> float:
+    """Trapezoidal area under ROC from :func:`_curve_stats` counts (sklearn's ``roc_auc_score``)."""
+    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:  # one class: nan, as image_auroc
+        return NAN
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def _ap_from_curve(tps: _I64, fps: _I64) -> float:
+    """Step-wise average precision from :func:`_curve_stats` counts (sklearn's ``average_precision_score``)."""
+    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:  # one class: nan, as average_precision
+        return NAN
+    precision = tps / (tps + fps)
+    recall = np.r_[0.0, tps / tps[-1]]
+    return float(np.sum(np.diff(recall) * precision))
+
+
 def _midway(distinct: _F64, k: int) -> float:
     """Threshold predicting ``score >= distinct[k]`` positive under both ``>=`` and ``>``.
 

@@ -1,44 +1,177 @@
-"""Headline tables from a :func:`lvkit.eval.run` DataFrame: image metrics and mask IoU.
+"""Headline tables from a :func:`lvkit.eval.run` DataFrame: image metrics and operating points.
 
-Thin shells over the pure metric functions (``ranking``, ``masks``); pandas is imported
-inside the functions. Rows with an ``error`` are left out of every metric.
+Thin shells over the pure metric functions (``ranking``, ``bootstrap``); pandas is imported
+inside the functions. Rows with an ``error`` are left out of every metric. The calibration
+tables live in ``lvkit.eval.report_calibration`` and share this module's plumbing.
+
+Every headline number comes with a seeded percentile-bootstrap interval (``ci=True``): the
+rows of the table are resampled ``n_resamples`` times with the draws of
+:func:`~lvkit.eval.bootstrap_ci` (same ``seed``, same intervals), and all numbers of one report
+share those resamples. The dict reports name the bounds ``<metric>_low`` and
+``<metric>_high``; :func:`ci_frame` turns them into an ``estimate, low, high`` table. A
+threshold or an operating point is chosen once on the whole table; its interval covers the
+rates at that fixed threshold.
+
+An estimate that is undefined for the table (one class only, nothing predicted) is ``nan``
+and the report warns one :class:`~lvkit.errors.UndefinedMetricWarning` naming the undefined
+numbers.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.eval.masks import dice_score, iou_score
-from lvkit.eval.ranking import average_precision, confusion_counts, image_auroc, precision_recall_f1
-from lvkit.shapes import anomaly_name
+from lvkit.eval._checks import NAN, check_in_range, check_positive_int, check_real, warn_undefined
+from lvkit.eval.bootstrap import _intervals
+from lvkit.eval.ranking import (
+    _ap_from_curve,
+    _auroc_from_curve,
+    _confusion_stats,
+    _curve_stats,
+    best_f1_threshold,
+    operating_point,
+)
+from lvkit.eval.scores import anomaly_score, confidence_from_score
 
 if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
-__all__ = ["image_metrics", "mask_report", "predicted_label_masks"]
+__all__ = ["ci_frame", "image_metrics", "operating_points"]
+
+_RATES = ("precision", "recall", "f1", "fpr", "accuracy")
+
+
+# --- shared plumbing ------------------------------------------------------------------------------
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["error"].isna()]
+    return df[df["error"].isna()] if "error" in df.columns else df
 
 
-def image_metrics(df: pd.DataFrame) -> dict[str, float]:
-    """Image-level AUROC and AP (on the anomaly score) and precision/recall/F1 at the served verdict.
+def _arrays(df: pd.DataFrame) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.float64],
+                                       npt.NDArray[np.float64]]:
+    """Labels, verdicts, top-label confidences and anomaly scores of the successful rows.
+
+    A table with only one of ``confidence`` and ``anomaly_score`` gets the other from
+    :func:`~lvkit.eval.anomaly_score` / :func:`~lvkit.eval.confidence_from_score`.
+    """
+    ok = _ok(df)
+    y, pred = ok["label"].to_numpy(bool), ok["is_anomalous"].to_numpy(bool)
+    conf = ok["confidence"].to_numpy(float) if "confidence" in ok.columns else None
+    score = ok["anomaly_score"].to_numpy(float) if "anomaly_score" in ok.columns else None
+    if conf is None:
+        if score is None:
+            raise ValueError(f"expected a 'confidence' or 'anomaly_score' column, got {list(df.columns)!r}")
+        conf = np.asarray(confidence_from_score(pred, score), dtype=np.float64).reshape(-1)
+    if score is None:
+        score = np.asarray(anomaly_score(pred, conf), dtype=np.float64).reshape(-1)
+    return y, pred, conf, score
+
+
+def _check_ci(n_resamples: object, confidence_level: object) -> None:
+    check_positive_int("n_resamples", n_resamples)
+    check_in_range("confidence_level", confidence_level, "(0, 1)")
+
+
+def _with_ci(estimates: dict[str, float], fn: Any, arrays: Sequence[Any], *, ci: bool, n_resamples: int,
+             confidence_level: float, seed: int) -> dict[str, float]:
+    """``estimates`` plus ``<name>_low``/``<name>_high`` for each name ``fn`` returns."""
+    out = dict(estimates)
+    if not ci:
+        return out
+    if len(arrays[0]) == 0:  # nothing to resample: every bound is nan
+        bounds = dict.fromkeys(fn(*arrays), (NAN, NAN))
+    else:
+        bounds = _intervals(fn, *arrays, n_resamples=n_resamples, confidence_level=confidence_level, seed=seed)
+    for name, (low, high) in bounds.items():
+        out[f"{name}_low"], out[f"{name}_high"] = low, high
+    return out
+
+
+def _warn_nan(report: str, values: Mapping[str, Any], names: Sequence[str]) -> None:
+    bad = [k for k in names if k in values and isinstance(values[k], float) and np.isnan(values[k])]
+    if bad:
+        warn_undefined(f"{report}: {', '.join(bad)} undefined for this table; nan there", stacklevel=4)
+
+
+def _rates(counts: Mapping[str, int]) -> dict[str, float]:
+    """Precision, recall, F1, FPR, accuracy from confusion counts; nan where 0/0, no warning."""
+    tp, fp, tn, fn = counts["tp"], counts["fp"], counts["tn"], counts["fn"]
+
+    def ratio(num: int, den: int) -> float:
+        return num / den if den else NAN
+
+    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+            "fpr": ratio(fp, fp + tn), "accuracy": ratio(tp + tn, tp + fp + tn + fn)}
+
+
+# --- image level ------------------------------------------------------------------------------------
+
+
+def _image_stats(y: Any, pred: Any, score: Any, threshold: float | None) -> dict[str, float]:
+    if y.size:
+        _, tps, fps = _curve_stats(y, score)
+        out = {"auroc": _auroc_from_curve(tps, fps), "average_precision": _ap_from_curve(tps, fps)}
+    else:
+        out = {"auroc": NAN, "average_precision": NAN}
+    out.update(_rates(_confusion_stats(y, pred)))
+    if threshold is not None:
+        out.update({f"threshold_{k}": v for k, v in _rates(_confusion_stats(y, score >= threshold)).items()})
+    return out
+
+
+def image_metrics(
+    df: pd.DataFrame,
+    *,
+    threshold: float | None = None,
+    ci: bool = True,
+    n_resamples: int = 1000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Image-level AUROC, AP and the verdict's precision/recall/F1, with bootstrap intervals.
+
+    AUROC and average precision rank the rows by ``anomaly_score`` (as
+    :func:`~lvkit.eval.image_auroc` and :func:`~lvkit.eval.average_precision`). Precision,
+    recall, F1, false-positive rate and accuracy are those of the verdict the model served
+    (``is_anomalous``) and, with ``threshold``, of ``anomaly_score >= threshold``.
 
     Parameters
     ----------
     df : DataFrame
-        From :func:`lvkit.eval.run`.
+        From :func:`lvkit.eval.run` (columns ``label``, ``is_anomalous``, ``anomaly_score``,
+        ``error``).
+    threshold : float, optional
+        Also report the rates at this threshold on the anomaly score (keys ``threshold_*``).
+    ci : bool, default True
+        Add ``<name>_low``/``<name>_high`` bootstrap bounds for every rate and score.
+    n_resamples : int, default 1000
+        Bootstrap resamples.
+    confidence_level : float in (0, 1), default 0.95
+        Interval coverage.
+    seed : int, default 0
+        Bootstrap seed.
 
     Returns
     -------
-    dict
-        ``n, auroc, average_precision, precision, recall, f1, tp, fp, tn, fn``.
+    dict of str to float
+        ``n, n_anomalous, auroc, average_precision, precision, recall, f1, fpr, accuracy, tp,
+        fp, tn, fn`` (plus ``threshold`` and ``threshold_<rate>``), and the bounds. Undefined
+        numbers are ``nan`` with one :class:`~lvkit.errors.UndefinedMetricWarning`.
+
+    Raises
+    ------
+    ValueError
+        If an option is invalid.
+
+    See Also
+    --------
+    operating_points : Thresholds for an FPR budget, a recall target or the best F1.
+    ci_frame : The result as an ``estimate, low, high`` table.
 
     Examples
     --------
@@ -48,117 +181,167 @@ def image_metrics(df: pd.DataFrame) -> dict[str, float]:
     >>> m = image_metrics(df)
     >>> m["auroc"], m["precision"], m["recall"]
     (1.0, 0.6666666666666666, 1.0)
+    >>> m["auroc_low"] <= m["auroc"] <= m["auroc_high"]
+    True
+    >>> image_metrics(df, threshold=0.65, ci=False)["threshold_precision"]
+    1.0
     """
-    ok = _ok(df)
-    y = ok["label"].to_numpy(bool)
-    score = ok["anomaly_score"].to_numpy(float)
-    pred = ok["is_anomalous"].to_numpy(bool)
-    out: dict[str, float] = {"n": float(len(ok)), "auroc": image_auroc(y, score),
-                             "average_precision": average_precision(y, score)}
-    out.update(precision_recall_f1(y, pred))
-    out.update({k: float(v) for k, v in confusion_counts(y, pred).items()})
-    return out
+    _check_ci(n_resamples, confidence_level)
+    t = None if threshold is None else check_real("threshold", threshold)
+    y, pred, _, score = _arrays(df)
+
+    def stats(yy: Any, pp: Any, ss: Any) -> dict[str, float]:
+        return _image_stats(yy, pp, ss, t)
+
+    estimates = stats(y, pred, score)
+    head: dict[str, float] = {"n": float(y.size), "n_anomalous": float(y.sum())}
+    counts = {k: float(v) for k, v in _confusion_stats(y, pred).items()}
+    out = {**head, **estimates, **counts}
+    if t is not None:
+        out["threshold"] = t
+    _warn_nan("image_metrics", out, list(estimates))
+    return _with_ci(out, stats, [y, pred, score], ci=ci, n_resamples=n_resamples,
+                    confidence_level=confidence_level, seed=seed)
 
 
-def predicted_label_masks(mask_png: bytes | None, colors: dict[str, str] | None) -> dict[str, npt.NDArray[np.bool_]]:
-    """Label -> bool mask from an AnomalyMask PNG and the ``Name -> Color`` of its Anomalies.
+def operating_points(
+    df: pd.DataFrame,
+    *,
+    target_fpr: Sequence[float] = (0.01, 0.05, 0.1),
+    target_recall: Sequence[float] = (0.9, 0.95, 0.99),
+    thresholds: Sequence[float] = (),
+    ci: bool = True,
+    n_resamples: int = 1000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Thresholds on the anomaly score for FPR budgets, recall targets and the best F1.
 
-    Examples
-    --------
-    >>> from lvkit.images import encode_mask_png
-    >>> lm = np.zeros((64, 64), np.int64); lm[:4] = 1
-    >>> masks = predicted_label_masks(encode_mask_png(lm, ["#1F77B4"]), {"scratch": "#1F77B4"})
-    >>> int(masks["scratch"].sum())
-    256
-    """
-    if mask_png is None or not isinstance(mask_png, bytes):
-        return {}
-    from PIL import Image
-
-    rgb = np.asarray(Image.open(io.BytesIO(mask_png)).convert("RGB"))
-    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    return {name: code == int(color.lstrip("#"), 16) for name, color in (colors or {}).items()}
-
-
-def mask_report(df: pd.DataFrame, samples: Iterable[Any], *, empty: str = "skip") -> pd.DataFrame:
-    """Mask IoU and Dice per defect type (and ``all``), from a :func:`lvkit.eval.run` table.
-
-    For each image the predicted anomaly mask (every label together) is compared with the true
-    mask (every label together): ``iou_any``. ``iou_label`` compares only the pixels the model
-    gave the image's own defect type. Normal images have empty true masks; with
-    ``empty="skip"`` (default) an image whose two masks are both empty is not scored, so a
-    normal image counts only when the model marks pixels on it (and then its IoU is 0).
+    Rows: ``served`` (the model's own verdicts, no threshold), ``best_f1``
+    (:func:`~lvkit.eval.best_f1_threshold`), ``fpr<=x`` and ``recall>=x``
+    (:func:`~lvkit.eval.operating_point`) and ``score>=t`` for each given threshold. Each
+    threshold is chosen on the whole table; the intervals are those of the rates at that
+    fixed threshold.
 
     Parameters
     ----------
     df : DataFrame
-        From :func:`lvkit.eval.run` with ``keep_masks=True``.
-    samples : Dataset or iterable of Sample
-        The same samples (their masks are read from disk).
-    empty : {"skip", "nan", "one"}
-        Policy for images where both masks are empty (see ``lvkit.eval.masks``).
+        From :func:`lvkit.eval.run`.
+    target_fpr : sequence of float in [0, 1], default (0.01, 0.05, 0.1)
+        False-positive-rate budgets.
+    target_recall : sequence of float in [0, 1], default (0.9, 0.95, 0.99)
+        Recall targets.
+    thresholds : sequence of float, default ()
+        Fixed thresholds to report as well.
+    ci : bool, default True
+        Add ``_low``/``_high`` columns for precision, recall, F1 and FPR.
+    n_resamples, confidence_level, seed
+        As :func:`image_metrics`.
 
     Returns
     -------
     DataFrame
-        Index: defect type (``normal`` for normal images) and ``all``; columns ``n_images,
-        iou_any, dice_any, iou_label`` (macro means over scored images).
+        Index ``point``; columns ``threshold, precision, recall, f1, fpr, accuracy, tp, fp, tn,
+        fn`` and the bounds.
+
+    Raises
+    ------
+    ValueError
+        If a target or option is invalid.
+
+    See Also
+    --------
+    image_metrics
 
     Examples
     --------
-    >>> import tempfile, lvkit
-    >>> from lvkit.backends.fake import FakeBackend, brightness_handler
-    >>> root = lvkit.datasets.generate(tempfile.mkdtemp(), categories=("brick",), n_train=2,
-    ...                                n_test_good=1, n_test_defect_per_type=1, image_size=64)
-    >>> test = lvkit.datasets.load(root / "brick").split("test")
-    >>> backend = FakeBackend(brightness_handler(threshold=250.0, segmentation=True))
-    >>> table = mask_report(lvkit.eval.run(backend, test, progress=False), test)
-    >>> list(table.columns), "all" in table.index
-    (['n_images', 'iou_any', 'dice_any', 'iou_label'], True)
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"label": [0, 0, 0, 1, 1, 1], "anomaly_score": [0.1, 0.2, 0.6, 0.4, 0.7, 0.9],
+    ...                    "is_anomalous": [False, False, True, False, True, True], "error": [None] * 6})
+    >>> table = operating_points(df, target_fpr=[0.0], target_recall=[1.0], ci=False)
+    >>> table[["threshold", "recall", "fpr"]].round(3)
+                threshold  recall    fpr
+    point
+    served            NaN   0.667  0.333
+    best_f1          0.30   1.000  0.333
+    fpr<=0           0.65   0.667  0.000
+    recall>=1        0.30   1.000  0.333
+    """
+    import warnings
+
+    import pandas as pd
+
+    from lvkit.errors import UndefinedMetricWarning
+
+    _check_ci(n_resamples, confidence_level)
+    y, pred, _, score = _arrays(df)
+    points: list[tuple[str, float]] = []
+    with warnings.catch_warnings():  # undefined points are reported once, below
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        points.append(("best_f1", best_f1_threshold(y, score)[0]))
+        for x in target_fpr:
+            points.append((f"fpr<={x:g}", operating_point(y, score, target_fpr=x)["threshold"]))
+        for x in target_recall:
+            points.append((f"recall>={x:g}", operating_point(y, score, target_recall=x)["threshold"]))
+    points += [(f"score>={check_real('thresholds', t):g}", float(t)) for t in thresholds]
+
+    def rates(yy: Any, pp: Any, ss: Any, t: float | None) -> dict[str, float]:
+        if t is not None and np.isnan(t):
+            return dict.fromkeys(_RATES, NAN)
+        return _rates(_confusion_stats(yy, pp if t is None else ss >= t))
+
+    rows = []
+    undefined = []
+    for name, t in [("served", None), *points]:
+        chosen = pred if t is None else (score >= t if not np.isnan(t) else np.zeros(y.size, bool))
+        row: dict[str, Any] = {"point": name, "threshold": NAN if t is None else t,
+                               **rates(y, pred, score, t), **_confusion_stats(y, chosen)}
+        undefined += [f"{k} at {name}" for k in ("precision", "recall", "f1", "fpr") if np.isnan(row[k])]
+        row = _with_ci(row, lambda yy, pp, ss, t=t: {k: v for k, v in rates(yy, pp, ss, t).items() if k != "accuracy"},
+                       [y, pred, score], ci=ci, n_resamples=n_resamples, confidence_level=confidence_level,
+                       seed=seed)
+        rows.append(row)
+    if undefined:
+        warn_undefined(f"operating_points: {', '.join(undefined)} undefined; nan there", stacklevel=2)
+    return pd.DataFrame(rows).set_index("point")
+
+
+def ci_frame(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """A report dict as a table: one row per number, columns ``estimate, low, high``.
+
+    Keys ending in ``_low``/``_high`` become the bounds of the key they extend; non-numeric
+    values (e.g. the ``reliability`` table) are left out; numbers without bounds (counts) get
+    ``nan`` bounds.
+
+    Parameters
+    ----------
+    metrics : mapping
+        From :func:`image_metrics` or :func:`calibration_report`.
+
+    Returns
+    -------
+    DataFrame
+        Index: metric name, in the mapping's order.
+
+    See Also
+    --------
+    image_metrics
+
+    Examples
+    --------
+    >>> ci_frame({"auroc": 0.9, "auroc_low": 0.8, "auroc_high": 0.97, "n": 40.0})
+           estimate  low  high
+    auroc       0.9  0.8  0.97
+    n          40.0  NaN   NaN
     """
     import pandas as pd
 
-    from lvkit.datasets import read_label_masks
-
-    by_path = {str(s.image_path): s for s in getattr(samples, "samples", samples)}
-    rows = []
-    for _, r in _ok(df).iterrows():
-        sample = by_path[r["path"]]
-        truth = read_label_masks(sample)
-        pred = predicted_label_masks(r["anomaly_mask"], r["anomalies"] if isinstance(r["anomalies"], dict) else {})
-        if r["anomaly_mask"] is None or not isinstance(r["anomaly_mask"], bytes):
+    rows = {}
+    for key, value in metrics.items():
+        if key.endswith(("_low", "_high")) and (key.rsplit("_", 1)[0] in metrics):
             continue
-        shape = next(iter(pred.values())).shape if pred else _png_shape(r["anomaly_mask"])
-        t_any = _union(truth.values(), shape)
-        p_any = _union(pred.values(), shape)
-        both_empty = not t_any.any() and not p_any.any()
-        if both_empty and empty == "skip":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             continue
-        policy = "nan" if empty == "skip" else empty
-        kind = sample.defect_type or "normal"
-        own = anomaly_name(kind)
-        rows.append({
-            "defect_type": kind,
-            "iou_any": iou_score(t_any, p_any, empty=policy) if not both_empty or policy != "nan" else np.nan,
-            "dice_any": dice_score(t_any, p_any, empty=policy) if not both_empty or policy != "nan" else np.nan,
-            "iou_label": iou_score(t_any, pred.get(own, np.zeros(shape, bool)), empty="one") if t_any.any() else np.nan,
-        })
-    table = pd.DataFrame(rows, columns=["defect_type", "iou_any", "dice_any", "iou_label"])
-    out = table.groupby("defect_type").agg(n_images=("iou_any", "size"), iou_any=("iou_any", "mean"),
-                                            dice_any=("dice_any", "mean"), iou_label=("iou_label", "mean"))
-    out.loc["all"] = [len(table), table["iou_any"].mean(), table["dice_any"].mean(), table["iou_label"].mean()]
-    return out
-
-
-def _union(masks: Iterable[npt.NDArray[np.bool_]], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-    out = np.zeros(shape, bool)
-    for m in masks:
-        out |= m
-    return out
-
-
-def _png_shape(png: bytes) -> tuple[int, int]:
-    from PIL import Image
-
-    w, h = Image.open(io.BytesIO(png)).size
-    return h, w
+        rows[key] = {"estimate": float(value), "low": float(metrics.get(f"{key}_low", NAN)),
+                     "high": float(metrics.get(f"{key}_high", NAN))}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "low", "high"])

@@ -3,7 +3,12 @@
 The target is anything that answers DetectAnomalies: ``lvkit.client()``, a boto3
 ``lookoutvision`` client (against ``lvkit serve`` or the real service), or a backend object
 (``detect(body, content_type)``). An error is a row (its ``error`` column), not a crash.
-pandas is imported inside the functions.
+
+Raw anomaly maps (``raw=True``) come from a backend that exposes them: an object with
+``raw(batch) -> (scores, maps)``, ``check_size(rgb)`` and ``result(rgb, score, map)`` (the
+anomalib backend), either the target itself or, for ``lvkit.client()``, the backend its
+service has loaded for the model version. pandas, tqdm and ``lvkit.images`` (to decode bodies
+for ``raw``) are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -28,6 +33,29 @@ def detect_one(target: Any, body: bytes, content_type: str, *, project: str | No
                version: str = "latest") -> DetectAnomalyResult:
     """One DetectAnomalies call on a client (boto3-shaped) or a backend.
 
+    Parameters
+    ----------
+    target : client or backend
+        An object with ``detect_anomalies(**kw)`` (boto3-shaped; called with ``ProjectName``,
+        ``ModelVersion``, ``ContentType``, ``Body``) or ``detect(body, content_type)``.
+    body : bytes
+        The image.
+    content_type : {"image/png", "image/jpeg"}
+        Its type.
+    project : str, optional
+        The project (required for a client).
+    version : str, default "latest"
+        The model version (for a client).
+
+    Returns
+    -------
+    DetectAnomalyResult
+
+    Raises
+    ------
+    ValueError
+        If the target is a client and ``project`` is not given.
+
     Examples
     --------
     >>> import numpy as np
@@ -38,6 +66,8 @@ def detect_one(target: Any, body: bytes, content_type: str, *, project: str | No
     True
     """
     if hasattr(target, "detect_anomalies"):
+        if project is None:
+            raise ValueError("project: expected a project name for a client target, got None")
         r = target.detect_anomalies(ProjectName=project, ModelVersion=version, ContentType=content_type, Body=body)
         return DetectAnomalyResult.from_wire(r["DetectAnomalyResult"])
     return target.detect(body, content_type)  # type: ignore[no-any-return]  # Backend protocol
@@ -50,6 +80,7 @@ def run(
     project: str | None = None,
     version: str = "latest",
     keep_masks: bool = True,
+    raw: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Run DetectAnomalies on every sample; one row per image.
@@ -66,6 +97,13 @@ def run(
         Where a client sends the call (ignored for a backend).
     keep_masks : bool, default True
         Keep each AnomalyMask PNG in the ``anomaly_mask`` column for the mask metrics.
+    raw : bool, default False
+        Also keep the raw score and anomaly map of every image (columns ``raw_score`` and
+        ``anomaly_map``, float32 (H, W)) for the pixel metrics of
+        :func:`~lvkit.eval.mask_report`. A backend target runs decode, model and post-process
+        itself (one model call; the latency covers them all); for ``lvkit.client()`` the call
+        goes through the API as usual (timed) and the maps come from a second, untimed model
+        call on the backend its service loaded.
     progress : bool, default True
         Show a progress bar.
 
@@ -75,7 +113,14 @@ def run(
         Columns ``path, split, label, defect_type, is_anomalous, confidence, anomaly_score,
         anomalous_area, areas, anomalies, anomaly_mask, latency_s, error``. ``areas`` maps
         each anomaly label to its TotalPercentageArea; ``anomalous_area`` is 1 minus the
-        background's (NaN for a classification model).
+        background's (NaN for a classification model). With ``raw``, also ``raw_score`` and
+        ``anomaly_map``.
+
+    Raises
+    ------
+    ValueError
+        If ``raw`` is set and the target exposes no raw maps, or a client target has no
+        ``project``.
 
     Examples
     --------
@@ -91,6 +136,9 @@ def run(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    if hasattr(target, "detect_anomalies") and project is None:
+        raise ValueError("project: expected a project name for a client target, got None")
+    source = _raw_source(target, project, version) if raw else None
     items = list(getattr(samples, "samples", samples))
     rows = []
     for s in tqdm(items, desc="detect", unit="img", disable=not progress):
@@ -101,17 +149,67 @@ def run(
         body = path.read_bytes()
         t0 = time.perf_counter()
         try:
-            r = detect_one(target, body, content_type, project=project, version=version)
+            if source is not None and source is target:  # one model call that keeps the map
+                r, score, amap = _detect_raw(source, body, content_type)
+            else:
+                r = detect_one(target, body, content_type, project=project, version=version)
+            row["latency_s"] = time.perf_counter() - t0
+            if source is not None and source is not target:  # untimed second call for the map
+                score, amap = _raw_only(source, body, content_type)
         except Exception as exc:  # recorded in the row: an error is data here
-            row.update(latency_s=time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}")
+            row.setdefault("latency_s", time.perf_counter() - t0)
+            row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             continue
-        row["latency_s"] = time.perf_counter() - t0
         row.update(_result_columns(r, keep_masks=keep_masks))
+        if source is not None:
+            row.update(raw_score=score, anomaly_map=amap)
         rows.append(row)
     columns = ["path", "split", "label", "defect_type", "is_anomalous", "confidence", "anomaly_score",
                "anomalous_area", "areas", "anomalies", "anomaly_mask", "latency_s", "error"]
+    if raw:
+        columns[-2:-2] = ["raw_score", "anomaly_map"]
     return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def _exposes_raw(obj: Any) -> bool:
+    return all(callable(getattr(obj, name, None)) for name in ("raw", "check_size", "result"))
+
+
+def _raw_source(target: Any, project: str | None, version: str) -> Any:
+    """The backend that gives raw maps: the target itself, or the one ``lvkit.client()`` has loaded."""
+    if _exposes_raw(target):
+        return target
+    service = getattr(target, "service", None)
+    if service is not None and hasattr(service, "loaded_backend"):
+        backend = service.loaded_backend(project, version)
+        if _exposes_raw(backend):
+            return backend
+        target = backend
+    raise ValueError(
+        "raw=True: expected a target exposing raw anomaly maps (raw, check_size, result: the anomalib "
+        f"backend, or lvkit.client() hosting one), got {type(target).__name__}"
+    )
+
+
+def _decode(backend: Any, body: bytes, content_type: str) -> Any:
+    from lvkit.images import DEFAULT_MAX_BYTES, decode_image
+
+    rgb = decode_image(body, content_type, max_bytes=getattr(backend, "max_bytes", DEFAULT_MAX_BYTES))
+    backend.check_size(rgb)
+    return rgb
+
+
+def _raw_only(backend: Any, body: bytes, content_type: str) -> tuple[float, Any]:
+    scores, maps = backend.raw(_decode(backend, body, content_type)[None])
+    return float(scores[0]), maps[0]
+
+
+def _detect_raw(backend: Any, body: bytes, content_type: str) -> tuple[DetectAnomalyResult, float, Any]:
+    """``backend.detect`` in its three steps, keeping the raw score and map."""
+    rgb = _decode(backend, body, content_type)
+    scores, maps = backend.raw(rgb[None])
+    return backend.result(rgb, float(scores[0]), maps[0]), float(scores[0]), maps[0]
 
 
 def _result_columns(r: DetectAnomalyResult, *, keep_masks: bool) -> dict[str, Any]:
