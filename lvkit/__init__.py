@@ -2,14 +2,16 @@
 
 ``lvkit.client()`` has the methods of ``boto3.client("lookoutvision")``; ``lvkit.train``
 makes model versions; ``lvkit.datasets`` loads and generates datasets; ``lvkit.eval``
-measures any backend. Heavy dependencies (torch, anomalib, boto3, the HTTP server) load only
-when used.
+measures any backend; ``lvkit serve`` (``lvkit.server``) answers the same API over HTTP, and
+``lvkit.boto3_client()`` is today's boto3 client for it. Heavy dependencies (torch, anomalib,
+boto3, the HTTP server) load only when used.
 """
 
 from __future__ import annotations
 
 from lvkit import datasets
-from lvkit.backends import BACKENDS, Backend, get_backend
+from lvkit.backends import BACKENDS, Backend, BatchBackend, get_backend
+from lvkit.boto import boto3_client, register_boto3
 from lvkit.client import LookoutVisionClient, client
 from lvkit.errors import (
     AccessDeniedException,
@@ -25,6 +27,7 @@ from lvkit.errors import (
     UndefinedMetricWarning,
     ValidationException,
 )
+from lvkit.hosting import HostingOptions
 from lvkit.service import LookoutVisionService
 from lvkit.shapes import Anomaly, DetectAnomalyResult, ModelDescription, ProjectDescription
 from lvkit.store import Store
@@ -39,12 +42,15 @@ __all__ = [
     "Backend",
     "BACKENDS",
     "BackendUnavailableError",
+    "BatchBackend",
+    "boto3_client",
     "client",
     "ConflictException",
     "DatasetError",
     "datasets",
     "DetectAnomalyResult",
     "get_backend",
+    "HostingOptions",
     "InternalServerException",
     "LookoutVisionClient",
     "LookoutVisionError",
@@ -52,6 +58,7 @@ __all__ = [
     "LvkitError",
     "ModelDescription",
     "ProjectDescription",
+    "register_boto3",
     "ResourceNotFoundException",
     "ServiceQuotaExceededException",
     "Store",

@@ -82,14 +82,14 @@ def generate(out: str, seed: int) -> None:
 @click.option("--model", default="patchcore", show_default=True)
 @click.option("--backbone", default=None, help="timm backbone (default: offline EfficientNet-Lite0).")
 @click.option("--layers", default=None, help="Comma-separated feature layers.")
-@click.option("--image-size", default=256, show_default=True, type=int)
+@click.option("--image-size", default=None, type=int, help="Model input side (default: the images' side, at most 256).")
 @click.option("--epochs", default=None, type=int)
 @click.option("--resize/--no-resize", default=False, show_default=True, help="Accept images of other sizes.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--description", default=None)
 @home_option
-def train(project: str, dataset: str, model: str, backbone: str | None, layers: str | None, image_size: int,
+def train(project: str, dataset: str, model: str, backbone: str | None, layers: str | None, image_size: int | None,
           epochs: int | None, resize: bool, device: str, seed: int, description: str | None, home: str | None) -> None:
     """Train a new model version from a dataset."""
     from lvkit.training import train as run
@@ -192,3 +192,67 @@ def projects(home: str | None) -> None:
     lv = _client(home)
     for p in lv.list_projects()["Projects"]:
         click.echo(f"{p['ProjectName']}  {p['ProjectArn']}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; other than loopback needs --credentials or --insecure.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@home_option
+@click.option("--credentials", "credentials_file", default=None, envvar="LVKIT_CREDENTIALS_FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Access keys whose SigV4 signatures are accepted: an AWS credentials INI file or "
+                   "ID:SECRET lines (also $LVKIT_ACCESS_KEYS=ID:SECRET,...). Without any, requests are not checked.")
+@click.option("--insecure", is_flag=True, help="Serve a non-loopback address without credentials.")
+@click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=0),
+              help="Requests that may wait per hosted model; more get ThrottlingException (429).")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Most concurrent requests a worker runs as one batch (backends with detect_many).")
+@click.option("--idle-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds after which an idle worker above MinInferenceUnits stops.")
+@click.option("--max-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+              help="DetectAnomalies body limit.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option("--torch-threads", default=None, type=click.IntRange(min=1),
+              help="CPU threads each torch operation may use (sets OMP_NUM_THREADS before torch loads); "
+                   "on CPU, cores divided by inference units avoids oversubscription.")
+def serve(host: str, port: int, home: str | None, credentials_file: str | None, insecure: bool, max_queue: int,
+          max_batch: int, idle_timeout: float, max_bytes: int, device: str, log_level: str,
+          access_log: bool, torch_threads: int | None) -> None:
+    """Serve the Lookout for Vision REST API over HTTP (boto3 clients point endpoint_url here)."""
+    import os
+
+    if torch_threads is not None:
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(torch_threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(torch_threads)
+    from lvkit.hosting import HostingOptions
+    from lvkit.server import check_bind, load_credentials, serve as run
+
+    try:
+        credentials = load_credentials(credentials_file)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--credentials") from exc
+    check_bind(host, has_credentials=bool(credentials), insecure=insecure)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    click.echo(f"lvkit serve: {url}  (SigV4 {'on, ' + str(len(credentials)) + ' key(s)' if credentials else 'off'})",
+               err=True)
+    click.echo(f"  boto3: AWS_ENDPOINT_URL_LOOKOUTVISION={url}  AWS_DATA_PATH=$(lvkit aws-data-path)", err=True)
+    run(home, host=host, port=port, credentials=credentials or None, insecure=insecure,
+        hosting=HostingOptions(max_queue=max_queue, max_batch=max_batch, idle_timeout=idle_timeout),
+        max_bytes=max_bytes, device=device, log_level=log_level, access_log=access_log)
+
+
+@main.command("aws-data-path")
+def aws_data_path() -> None:
+    """Print the folder to put in AWS_DATA_PATH so boto3.client("lookoutvision") works on today's boto3."""
+    from lvkit.boto import DATA_PATH
+
+    click.echo(DATA_PATH)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, ParamValidationError
 
-from lvkit.errors import API_ERRORS, LookoutVisionError
+from lvkit.errors import API_ERRORS, LookoutVisionError, ValidationException
 from lvkit.service import LookoutVisionService
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from lvkit.store import Store
 
-__all__ = ["LookoutVisionClient", "client"]
+__all__ = ["LookoutVisionClient", "client", "tags_from_wire"]
 
 #: operation -> (snake_case method, required params, optional params, HTTP status)
 _OPERATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int]] = {
@@ -44,6 +44,9 @@ _OPERATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int]] = {
                    ("MaxInferenceUnits", "ClientToken"), 202),
     "StopModel": ("stop_model", ("ProjectName", "ModelVersion"), ("ClientToken",), 202),
     "DetectAnomalies": ("detect_anomalies", ("ProjectName", "ModelVersion", "Body", "ContentType"), (), 200),
+    "TagResource": ("tag_resource", ("ResourceArn", "Tags"), (), 200),
+    "ListTagsForResource": ("list_tags_for_resource", ("ResourceArn",), (), 200),
+    "UntagResource": ("untag_resource", ("ResourceArn", "TagKeys"), (), 200),
 }
 
 
@@ -132,6 +135,33 @@ class LookoutVisionClient:
             kw = {**kw, "Body": body.read()}  # type: ignore[union-attr]  # checked by hasattr
         return self._call("DetectAnomalies", kw, lambda: {"DetectAnomalyResult": self.service.detect_anomalies(
             kw["ProjectName"], kw["ModelVersion"], kw["Body"], kw["ContentType"]).to_wire()})
+
+    # -- tags -------------------------------------------------------------------------------
+    def tag_resource(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            self.service.tag_resource(kw["ResourceArn"], tags_from_wire(kw["Tags"]))
+            return {}
+
+        return self._call("TagResource", kw, run)
+
+    def list_tags_for_resource(self, **kw: Any) -> dict[str, Any]:
+        return self._call("ListTagsForResource", kw, lambda: {"Tags": [
+            {"Key": k, "Value": v} for k, v in self.service.list_tags_for_resource(kw["ResourceArn"]).items()]})
+
+    def untag_resource(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            self.service.untag_resource(kw["ResourceArn"], list(kw["TagKeys"]))
+            return {}
+
+        return self._call("UntagResource", kw, run)
+
+
+def tags_from_wire(tags: object) -> dict[str, str]:
+    """``[{"Key": k, "Value": v}, ...]`` -> ``{k: v}``; ValidationException when malformed."""
+    if not isinstance(tags, list) or not all(
+            isinstance(t, dict) and set(t) == {"Key", "Value"} for t in tags):
+        raise ValidationException('Tags must be a list of {"Key": ..., "Value": ...}')
+    return {t["Key"]: t["Value"] for t in tags}
 
 
 def client(

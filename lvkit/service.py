@@ -12,7 +12,19 @@ STOPPING_HOSTING, waits for in-flight requests to finish, unloads and sets TRAIN
 answer the status at the moment they accept the call (STARTING_HOSTING, STOPPING_HOSTING),
 as the service did; with ``wait=True`` (the in-process default) they return only once the
 transition is complete. HOSTED is a persisted state: another process over the same store
-(the CLI, a notebook) loads its own copy of a HOSTED model on its first request.
+(the CLI, a notebook) loads its own copy of a HOSTED model on its first request;
+:meth:`LookoutVisionService.rehost` (called when ``lvkit serve`` starts) hosts again every
+version left HOSTED, through STARTING_HOSTING.
+
+Capacity. In process (``hosting=None``) the caller's thread runs the model
+(:class:`~lvkit.hosting.InlinePool`). With :class:`~lvkit.hosting.HostingOptions` (the
+server) each hosted version gets a :class:`~lvkit.hosting.ModelPool`: MinInferenceUnits
+worker threads, up to MaxInferenceUnits under load, a bounded queue (ThrottlingException when
+full) and dynamic batching.
+
+Idempotency. CreateProject, StartModel and StopModel with a ClientToken act once: a repeat
+with the same token and request returns the first response; the same token with another
+request is a ConflictException.
 
 Choices where the public material is silent:
 
@@ -24,24 +36,30 @@ Choices where the public material is silent:
 * Request fields are validated first (400), then resources resolved (404), then the hosting
   state checked (409), then the image decoded by the backend (400).
 
-Not emulated: inference-unit capacity and throttling (``lvkit serve``'s job), KMS, S3 output.
+Tags: TagResource/ListTagsForResource/UntagResource take a project or model version ARN of this
+store (another region or account: ResourceNotFoundException); at most 200 tags a resource
+(ServiceQuotaExceededException beyond); keys starting ``aws:`` are refused.
+
+Not emulated: KMS, S3 output, datasets and training over the API (``lvkit.train`` does it).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lvkit.backends import Backend, load_backend
 from lvkit.errors import (
     ConflictException,
     InternalServerException,
-    LookoutVisionError,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
     ValidationException,
 )
+from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool
 from lvkit.images import DEFAULT_MAX_BYTES, check_body, check_content_type
 from lvkit.shapes import ModelDescription, ModelPerformance, ProjectDescription
 from lvkit.store import ModelRecord, Store
@@ -57,6 +75,7 @@ from lvkit.validation import (
 
 if TYPE_CHECKING:
     import os
+    from concurrent.futures import Future
 
     from lvkit.shapes import DetectAnomalyResult
 
@@ -64,14 +83,10 @@ __all__ = ["LookoutVisionService"]
 
 Key = tuple[str, int]
 
-
-@dataclass
-class _Hosted:
-    """A backend loaded in this process, with its in-flight request count."""
-
-    backend: Backend
-    inflight: int = 0
-    idle: threading.Condition = field(default_factory=threading.Condition)
+#: most tags on one resource
+MAX_TAGS = 200
+_TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
+_ARN = re.compile(r"^arn:aws:lookoutvision:([^:]*):([^:]*):(project/([^/]+)|model/([^/]+)/([^/]+))$")
 
 
 class LookoutVisionService:
@@ -89,6 +104,9 @@ class LookoutVisionService:
         Whether start_model/stop_model return only after the transition completes.
     loader : callable, optional
         ``loader(artifact_dir, **options) -> Backend``; defaults to the manifest's backend.
+    hosting : HostingOptions or None, default None
+        None runs the model in the caller's thread (in process); options give each hosted
+        version worker threads, a bounded queue and batching (``lvkit serve``).
     """
 
     def __init__(
@@ -99,13 +117,15 @@ class LookoutVisionService:
         max_bytes: int = DEFAULT_MAX_BYTES,
         wait: bool = True,
         loader: Callable[..., Backend] = load_backend,
+        hosting: HostingOptions | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.device = device
         self.max_bytes = max_bytes
         self.wait = wait
         self._loader = loader
-        self._hosted: dict[Key, _Hosted] = {}
+        self.hosting = hosting
+        self._hosted: dict[Key, Pool] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[Key, threading.Lock] = {}
         self._threads: dict[Key, threading.Thread] = {}
@@ -120,7 +140,8 @@ class LookoutVisionService:
             return {"name": p.name, "arn": p.arn, "created": p.created}
 
         rec = run() if token is None else self.store.remember(
-            "CreateProject", token, {"ProjectName": project_name}, run)
+            "CreateProject", token, {"ProjectName": project_name}, run, resource_id=project_name,
+            resource_type="PROJECT")
         return ProjectDescription(rec["name"], rec["arn"], rec["created"])
 
     def describe_project(self, project_name: str) -> ProjectDescription:
@@ -178,63 +199,116 @@ class LookoutVisionService:
         return self._loader(self.store.artifact_dir(m.project, m.version), device=self.device,
                             max_bytes=self.max_bytes, calibration=m.calibration)
 
+    def _pool(self, backend: Backend, m: ModelRecord) -> Pool:
+        if self.hosting is None:
+            return InlinePool(backend, name=f"{m.project}/{m.version}", resource_id=m.arn)
+        return ModelPool(backend, min_units=m.min_units or 1, max_units=m.max_units, options=self.hosting,
+                         name=f"{m.project}/{m.version}", resource_id=m.arn)
+
+    def _host(self, m: ModelRecord) -> None:
+        """Load a STARTING_HOSTING version and make it HOSTED (HOSTING_FAILED when the load fails)."""
+        try:
+            backend = self._load(m)
+        except Exception as exc:  # any load failure is reported through the model's status
+            self.store.set_status(m.project, m.version, "HOSTING_FAILED", f"hosting failed: {exc}"[:1000])
+            return
+        key = (m.project, m.version)
+        with self._key_lock(key):
+            old = self._hosted.pop(key, None)
+            self._hosted[key] = self._pool(backend, m)
+        if old is not None:
+            old.close()
+        self.store.set_status(m.project, m.version, "HOSTED", "hosted")
+
     def start_model(self, project_name: str, model_version: str, min_inference_units: int, *,
                     max_inference_units: int | None = None, client_token: str | None = None) -> str:
         """Start hosting a model version; returns STARTING_HOSTING."""
         m = self._model(project_name, model_version)
         check_inference_units(min_inference_units, max_inference_units)
-        check_client_token(client_token)
-        key = (m.project, m.version)
-        accepted = self.store.set_status(
-            m.project, m.version, "STARTING_HOSTING", "hosting is starting", expect=("TRAINED", "HOSTING_FAILED"),
-            min_units=min_inference_units, max_units=max_inference_units)
-        if not accepted:
-            current = self.store.get_model(m.project, m.version)
-            raise ConflictException(
-                f"model {m.project}/{m.version} cannot be started while its status is {current.status}",
-                resource_id=m.arn, resource_type="MODEL", operation_name="StartModel")
+        token = check_client_token(client_token)
 
-        def host() -> None:
-            try:
-                backend = self._load(m)
-            except Exception as exc:  # any load failure is reported through the model's status
-                self.store.set_status(m.project, m.version, "HOSTING_FAILED", f"hosting failed: {exc}"[:1000])
-                return
-            with self._key_lock(key):
-                self._hosted[key] = _Hosted(backend)
-            self.store.set_status(m.project, m.version, "HOSTED", "hosted")
+        def run() -> dict[str, Any]:
+            accepted = self.store.set_status(
+                m.project, m.version, "STARTING_HOSTING", "hosting is starting",
+                expect=("TRAINED", "HOSTING_FAILED"), min_units=min_inference_units, max_units=max_inference_units)
+            if not accepted:
+                current = self.store.get_model(m.project, m.version)
+                raise ConflictException(
+                    f"model {m.project}/{m.version} cannot be started while its status is {current.status}",
+                    resource_id=m.arn, resource_type="MODEL", operation_name="StartModel")
+            self._spawn((m.project, m.version), lambda: self._host(self.store.get_model(m.project, m.version)))
+            return {"Status": "STARTING_HOSTING"}
 
-        self._run(key, host)
-        return "STARTING_HOSTING"
+        request = {"ProjectName": project_name, "ModelVersion": model_version,
+                   "MinInferenceUnits": min_inference_units, "MaxInferenceUnits": max_inference_units}
+        status = run() if token is None else self.store.remember(
+            "StartModel", token, request, run, resource_id=m.arn, resource_type="MODEL")
+        self._settle((m.project, m.version))
+        return str(status["Status"])
 
     def stop_model(self, project_name: str, model_version: str, *, client_token: str | None = None) -> str:
-        """Stop hosting; in-flight requests finish first. Returns STOPPING_HOSTING."""
+        """Stop hosting; queued and in-flight requests finish first. Returns STOPPING_HOSTING."""
         m = self._model(project_name, model_version)
-        check_client_token(client_token)
+        token = check_client_token(client_token)
         key = (m.project, m.version)
-        if not self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
-                                     expect=("HOSTED", "HOSTING_FAILED")):
-            current = self.store.get_model(m.project, m.version)
-            raise ConflictException(
-                f"model {m.project}/{m.version} cannot be stopped while its status is {current.status}",
-                resource_id=m.arn, resource_type="MODEL", operation_name="StopModel")
 
         def unhost() -> None:
             with self._key_lock(key):
-                hosted = self._hosted.pop(key, None)
-            if hosted is not None:
-                with hosted.idle:
-                    hosted.idle.wait_for(lambda: hosted.inflight == 0)
+                pool = self._hosted.pop(key, None)
+            if pool is not None:
+                pool.close()
             self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None, max_units=None)
 
-        self._run(key, unhost)
-        return "STOPPING_HOSTING"
+        def run() -> dict[str, Any]:
+            with self._key_lock(key):  # no new request reaches the pool once the status has changed
+                accepted = self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
+                                                 expect=("HOSTED", "HOSTING_FAILED"))
+            if not accepted:
+                current = self.store.get_model(m.project, m.version)
+                raise ConflictException(
+                    f"model {m.project}/{m.version} cannot be stopped while its status is {current.status}",
+                    resource_id=m.arn, resource_type="MODEL", operation_name="StopModel")
+            self._spawn(key, unhost)
+            return {"Status": "STOPPING_HOSTING"}
 
-    def _run(self, key: Key, target: Callable[[], None]) -> None:
+        status = run() if token is None else self.store.remember(
+            "StopModel", token, {"ProjectName": project_name, "ModelVersion": model_version}, run,
+            resource_id=m.arn, resource_type="MODEL")
+        self._settle(key)
+        return str(status["Status"])
+
+    def rehost(self) -> list[tuple[str, int]]:
+        """Host again every version the store says is HOSTED but this process has not loaded.
+
+        Each goes through STARTING_HOSTING (loading in the background) to HOSTED, with the
+        inference units it had. ``lvkit serve`` calls this when it starts. Returns the versions.
+        """
+        started = []
+        for p in self.store.list_projects():
+            for m in self.store.list_models(p.name):
+                key = (m.project, m.version)
+                if m.status != "HOSTED" or key in self._hosted:
+                    continue
+                if self.store.set_status(m.project, m.version, "STARTING_HOSTING", "hosting again after a restart",
+                                         expect=("HOSTED",)):
+                    self._spawn(key, functools.partial(self._rehost_one, m.project, m.version))
+                    started.append(key)
+        for key in started:
+            self._settle(key)
+        return started
+
+    def _rehost_one(self, project: str, version: int) -> None:
+        self._host(self.store.get_model(project, version))
+
+    def _spawn(self, key: Key, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=f"lvkit-hosting-{key[0]}-{key[1]}", daemon=True)
         self._threads[key] = thread
         thread.start()
-        if self.wait:
+
+    def _settle(self, key: Key) -> None:
+        """With ``wait=True``, wait for the version's pending transition."""
+        thread = self._threads.get(key)
+        if self.wait and thread is not None:
             thread.join()
 
     def wait_for(self, project_name: str, model_version: str, *, timeout: float | None = None) -> str:
@@ -245,55 +319,63 @@ class LookoutVisionService:
             thread.join(timeout)
         return self.store.get_model(m.project, m.version).status
 
-    def detect_anomalies(self, project_name: str, model_version: str, body: bytes,
-                         content_type: str) -> DetectAnomalyResult:
-        """Run DetectAnomalies on a hosted model version."""
+    def submit_detect(self, project_name: str, model_version: str, body: bytes,
+                      content_type: str) -> Future[DetectAnomalyResult]:
+        """Validate a DetectAnomalies request and hand it to the hosted version's workers.
+
+        Field and hosting errors raise here; the future resolves to the result, or to the
+        ValidationException (bad image) or InternalServerException (model failure) of the
+        request. ThrottlingException when the version's queue is full.
+        """
         check_project_name(project_name)
         check_version(model_version)
         check_content_type(content_type)
         body = check_body(body, max_bytes=self.max_bytes)
         m = self.store.get_model(project_name, model_version)
         key = (m.project, m.version)
-        if m.status != "HOSTED":
-            with self._key_lock(key):
-                self._hosted.pop(key, None) if m.status == "TRAINED" else None
-            raise ConflictException(
-                f"model {m.project}/{m.version} is not hosted (status {m.status}); "
-                "call StartModel and wait for HOSTED",
-                resource_id=m.arn, resource_type="MODEL")
-        hosted = self._acquire(m)
-        try:
-            return hosted.backend.detect(body, content_type)  # type: ignore[arg-type]  # checked above
-        except LookoutVisionError:
-            raise
-        except Exception as exc:
-            raise InternalServerException(f"the model failed on this image: {type(exc).__name__}: {exc}") from exc
-        finally:
-            with hosted.idle:
-                hosted.inflight -= 1
-                hosted.idle.notify_all()
-
-    def _acquire(self, m: ModelRecord) -> _Hosted:
-        """The loaded backend of a HOSTED version (loaded here on first use), in-flight count taken."""
-        key = (m.project, m.version)
         with self._key_lock(key):
-            hosted = self._hosted.get(key)
-            if hosted is None:  # HOSTED by another process over the same store
+            pool = self._hosted.get(key)
+            if m.status != "HOSTED" or pool is None:
+                m = self.store.get_model(m.project, m.version)  # re-read under the lock: StopModel may be running
+            if m.status != "HOSTED":
+                if m.status == "TRAINED" and pool is not None:  # stopped by another process
+                    self._hosted.pop(key).close()
+                raise ConflictException(
+                    f"model {m.project}/{m.version} is not hosted (status {m.status}); "
+                    "call StartModel and wait for HOSTED",
+                    resource_id=m.arn, resource_type="MODEL")
+            if pool is None:  # HOSTED by another process over the same store
                 try:
-                    hosted = self._hosted[key] = _Hosted(self._load(m))
+                    pool = self._hosted[key] = self._pool(self._load(m), m)
                 except Exception as exc:
                     raise InternalServerException(f"model {m.project}/{m.version} could not be loaded: {exc}") from exc
-            with hosted.idle:
-                hosted.inflight += 1
-        return hosted
+        # outside the lock: an InlinePool runs the model right here. A StopModel that took the
+        # pool away meanwhile makes submit() answer ConflictException.
+        return pool.submit(body, content_type)  # type: ignore[arg-type]  # checked above
+
+    def detect_anomalies(self, project_name: str, model_version: str, body: bytes,
+                         content_type: str) -> DetectAnomalyResult:
+        """Run DetectAnomalies on a hosted model version."""
+        return self.submit_detect(project_name, model_version, body, content_type).result()
+
+    def hosted(self) -> dict[str, dict[str, Any]]:
+        """The versions loaded in this process: ``"project/version"`` -> pool statistics."""
+        with self._lock:
+            items = list(self._hosted.items())
+        return {f"{p}/{v}": pool.stats() for (p, v), pool in items}
 
     def loaded_backend(self, project_name: str, model_version: str) -> Backend:
         """The backend object serving a HOSTED version in this process (for evaluation tools)."""
         m = self._model(project_name, model_version)
-        hosted = self._acquire(m)
-        with hosted.idle:
-            hosted.inflight -= 1
-        return hosted.backend
+        key = (m.project, m.version)
+        with self._key_lock(key):
+            pool = self._hosted.get(key)
+            if pool is None:
+                if m.status != "HOSTED":
+                    raise ConflictException(f"model {m.project}/{m.version} is not hosted (status {m.status})",
+                                            resource_id=m.arn, resource_type="MODEL")
+                pool = self._hosted[key] = self._pool(self._load(m), m)
+        return pool.backend
 
     def attach_calibration(self, project_name: str, model_version: str,
                            calibration: dict[str, Any] | None) -> None:
@@ -313,11 +395,76 @@ class LookoutVisionService:
         self.store.set_calibration(m.project, m.version, calibration)
         key = (m.project, m.version)
         with self._key_lock(key):
-            hosted = self._hosted.get(key)
-            if hosted is not None:  # reload with the new calibration
-                self._hosted[key] = _Hosted(self._load(self.store.get_model(m.project, m.version)))
+            pool = self._hosted.get(key)
+            if pool is not None:  # the workers pick the reloaded backend up on their next batch
+                pool.backend = self._load(self.store.get_model(m.project, m.version))
+
+    # -- tags -------------------------------------------------------------------------------
+    def _resource(self, resource_arn: object) -> tuple[str, str]:
+        """The (ARN, resource type) of an existing project or model version of this store."""
+        if not isinstance(resource_arn, str) or not 1 <= len(resource_arn) <= 1011:
+            raise ValidationException("ResourceArn must be 1 to 1011 characters long")
+        match = _ARN.match(resource_arn)
+        if match is None:
+            raise ValidationException(f"ResourceArn {resource_arn[:128]!r} is not a Lookout for Vision project "
+                                      "or model ARN")
+        region, account, _, project, model_project, version = match.groups()
+        kind = "PROJECT" if project else "MODEL"
+        if (region, account) != (self.store.region, self.store.account):
+            raise ResourceNotFoundException(f"{resource_arn} is not a resource of this service "
+                                            f"({self.store.region}, account {self.store.account})",
+                                            resource_id=resource_arn, resource_type=kind)
+        if project:
+            self.store.get_project(check_project_name(project))
+        else:
+            if not version.isdigit() or version.startswith("0"):
+                raise ValidationException(f"a model ARN names a version number, got {version!r}")
+            self.store.get_model(check_project_name(model_project), version)
+        return resource_arn, kind
+
+    def tag_resource(self, resource_arn: str, tags: dict[str, str]) -> None:
+        """Add or overwrite tags on a project or model version."""
+        arn, kind = self._resource(resource_arn)
+        if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+            raise ValidationException(f"Tags must hold 0 to {MAX_TAGS} tags")
+        for key, value in tags.items():
+            _check_tag_key(key)
+            if not isinstance(value, str) or len(value) > 256 or not _TAG_TEXT.match(value):
+                raise ValidationException(f"tag value {str(value)[:64]!r} is invalid: 0 to 256 letters, digits, "
+                                          "spaces and _.:/=+-@")
+        if len(set(self.store.get_tags(arn)) | set(tags)) > MAX_TAGS:
+            raise ServiceQuotaExceededException(
+                f"{arn} would have more than {MAX_TAGS} tags", quota_code="tags-per-resource",
+                service_code="lookoutvision", resource_id=arn, resource_type=kind, operation_name="TagResource")
+        self.store.set_tags(arn, tags)
+
+    def list_tags_for_resource(self, resource_arn: str) -> dict[str, str]:
+        """The tags of a project or model version."""
+        arn, _ = self._resource(resource_arn)
+        return self.store.get_tags(arn)
+
+    def untag_resource(self, resource_arn: str, tag_keys: list[str]) -> None:
+        """Remove tags by key (keys that are not there are ignored)."""
+        arn, _ = self._resource(resource_arn)
+        if not isinstance(tag_keys, list) or len(tag_keys) > MAX_TAGS:
+            raise ValidationException(f"TagKeys must hold 0 to {MAX_TAGS} keys")
+        for key in tag_keys:
+            _check_tag_key(key)
+        self.store.delete_tags(arn, tag_keys)
 
     def close(self) -> None:
-        """Drop loaded backends and close the store (statuses stay as they are)."""
-        self._hosted.clear()
+        """Drain and drop loaded backends, close the store (statuses stay as they are)."""
+        with self._lock:
+            pools = list(self._hosted.values())
+            self._hosted.clear()
+        for pool in pools:
+            pool.close(timeout=30.0)
         self.store.close()
+
+
+def _check_tag_key(key: object) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key):
+        raise ValidationException(f"tag key {str(key)[:64]!r} is invalid: 1 to 128 letters, digits, spaces "
+                                  "and _.:/=+-@")
+    if key.lower().startswith("aws:"):
+        raise ValidationException(f"tag key {key[:64]!r} is invalid: the prefix 'aws:' is reserved")

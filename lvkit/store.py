@@ -212,7 +212,8 @@ class Store:
         return ProjectRecord(name, self.project_arn(name), created)
 
     def get_project(self, name: str) -> ProjectRecord:
-        row = self._db.execute("SELECT name, created FROM projects WHERE name=?", (name,)).fetchone()
+        with self._lock:  # the connection is shared: never read inside another thread's transaction
+            row = self._db.execute("SELECT name, created FROM projects WHERE name=?", (name,)).fetchone()
         if row is None:
             raise ResourceNotFoundException(f"project {name!r} does not exist", resource_id=name,
                                             resource_type="PROJECT")
@@ -359,11 +360,13 @@ class Store:
 
     # -- idempotency ---------------------------------------------------------------------------
     def remember(self, operation: str, token: str, request: dict[str, Any],
-                 run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+                 run: Callable[[], dict[str, Any]], *, resource_id: str = "",
+                 resource_type: str = "PROJECT") -> dict[str, Any]:
         """Run ``run()`` once per (operation, token); a repeat returns the stored response.
 
-        The same token with a different request raises ConflictException (our choice: the
-        public material says only that the same token and request give the same result).
+        The same token with a different request raises ConflictException naming
+        ``resource_id``/``resource_type`` (our choice: the public material says only that the
+        same token and request give the same result). A ``run()`` that raises stores nothing.
         """
         key = json.dumps(request, sort_keys=True)
         with self._lock:
@@ -373,7 +376,7 @@ class Store:
                 if row["request"] != key:
                     raise ConflictException(
                         f"ClientToken {token!r} was already used with a different {operation} request",
-                        operation_name=operation)
+                        resource_id=resource_id, resource_type=resource_type, operation_name=operation)
                 return dict(json.loads(row["response"]))
             response = run()
             with self._tx() as db:

@@ -88,3 +88,17 @@ def anomalib_home(tmp_path_factory: pytest.TempPathFactory, tiny_benchmark: Path
 def anomalib_version_dir(anomalib_home: Path) -> Path:
     """The artifact folder of that trained PatchCore version (for the backend conformance suite)."""
     return lvkit.Store(anomalib_home).artifact_dir("brick", 1)
+
+
+@pytest.fixture
+def lvkit_server(tmp_path: Path):
+    """A live ``lvkit serve`` (uvicorn in a thread, 127.0.0.1, a free port) over a fresh store.
+
+    Has ``.url`` and ``.service``; stopped at teardown. Skipped without the ``server`` extra.
+    """
+    pytest.importorskip("uvicorn")
+    from tests.server.live import LiveServer, serving_service
+
+    server = LiveServer(serving_service(tmp_path / "lvkit-server-home"))
+    yield server
+    server.stop()

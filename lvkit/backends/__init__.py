@@ -1,6 +1,9 @@
 """The backend contract: one method, ``detect(body, content_type) -> DetectAnomalyResult``.
 
-A backend answers DetectAnomalies for one model. Backends are found by name in
+A backend answers DetectAnomalies for one model. A backend that can run several images at
+once also has ``detect_many`` (:class:`BatchBackend`); a hosted model's workers use it to
+batch concurrent requests (``lvkit.hosting``) and call ``detect`` one by one otherwise.
+Backends are found by name in
 :data:`BACKENDS`; each entry loads a model version from its artifact folder
 (``load(artifact_dir, device=...)``). The conformance suite in
 ``tests/unit/backends/test_conformance.py`` runs against every registered backend.
@@ -12,14 +15,14 @@ need them, not here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from lvkit.shapes import ContentType, DetectAnomalyResult
 
-__all__ = ["BACKENDS", "Backend", "get_backend", "load_backend", "read_manifest", "write_manifest"]
+__all__ = ["BACKENDS", "Backend", "BatchBackend", "get_backend", "load_backend", "read_manifest", "write_manifest"]
 
 #: the file in every artifact folder that names its backend and options
 MANIFEST = "lvkit.json"
@@ -34,6 +37,19 @@ class Backend(Protocol):
 
         Raises ``ValidationException`` for a bad image, ``InternalServerException`` when the
         model fails.
+        """
+        ...
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    """A backend that also runs a batch of requests at once (optional; see ``lvkit.hosting``)."""
+
+    def detect_many(self, items: Sequence[tuple[bytes, ContentType]]) -> list[DetectAnomalyResult | Exception]:
+        """One result per ``(body, content_type)``, in order; a bad image gives its exception in place.
+
+        Must agree with ``detect`` image by image: batching is an optimisation, never a
+        change of answer. An exception raised by the call itself fails the whole batch.
         """
         ...
 

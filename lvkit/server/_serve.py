@@ -1,0 +1,116 @@
+"""Running the app: the loopback rule, the service with real hosting, uvicorn.
+
+Without credentials the server answers anyone who can reach it, so it binds only loopback
+addresses (127.0.0.0/8, ::1, ``localhost``) unless ``insecure=True``; with credentials every
+request must be SigV4-signed by one of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from lvkit.errors import BackendUnavailableError, LvkitError
+from lvkit.hosting import HostingOptions
+from lvkit.images import DEFAULT_MAX_BYTES
+from lvkit.server.app import create_app
+from lvkit.service import LookoutVisionService
+
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["check_bind", "is_loopback", "make_server", "serve"]
+
+logger = logging.getLogger("lvkit.server")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0"), is_loopback("example.com")
+    (True, True, False, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, *, has_credentials: bool, insecure: bool = False) -> None:
+    """Refuse to serve a non-loopback address without credentials unless ``insecure``.
+
+    >>> check_bind("0.0.0.0", has_credentials=False)
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.LvkitError: refusing to serve 0.0.0.0 without credentials: ...
+    """
+    if not is_loopback(host) and not has_credentials and not insecure:
+        raise LvkitError(
+            f"refusing to serve {host} without credentials: anyone who reaches it could use it. "
+            "Give --credentials FILE (or LVKIT_ACCESS_KEYS) to require SigV4 signatures, bind 127.0.0.1, "
+            "or pass --insecure to serve it open anyway"
+        )
+
+
+def make_server(service: LookoutVisionService, *, host: str = "127.0.0.1", port: int = 8080,
+                credentials: Mapping[str, str] | None = None, insecure: bool = False,
+                log_level: str = "info", access_log: bool = False, rehost: bool = True) -> uvicorn.Server:
+    """A uvicorn server for ``service`` (not started): ``server.run()`` or ``run(sockets=[...])``."""
+    check_bind(host, has_credentials=bool(credentials), insecure=insecure)
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise BackendUnavailableError(f"lvkit serve needs uvicorn ({exc}); pip install 'lvkit[server]'") from exc
+    app = create_app(service, credentials=credentials, rehost=rehost)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                            lifespan="on", timeout_graceful_shutdown=30)
+    return uvicorn.Server(config)
+
+
+def serve(home: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+          credentials: Mapping[str, str] | None = None, insecure: bool = False,
+          hosting: HostingOptions | None = None, max_bytes: int = DEFAULT_MAX_BYTES, device: str = "auto",
+          log_level: str = "info", access_log: bool = False, sock: socket.socket | None = None,
+          **service_options: Any) -> None:
+    """Serve the store at ``home`` over HTTP until interrupted (what ``lvkit serve`` runs).
+
+    Models HOSTED when the server last stopped are hosted again at startup. On shutdown,
+    queued and running requests finish; statuses stay as they are.
+
+    Parameters
+    ----------
+    home : path-like, optional
+        The store (default ``$LVKIT_HOME`` or ``~/.lvkit``).
+    host, port : str, int
+        Where to listen (default 127.0.0.1:8080); ignored when ``sock`` is given.
+    credentials : mapping, optional
+        Access key id -> secret; requests must then be SigV4-signed.
+    insecure : bool, default False
+        Allow a non-loopback ``host`` without credentials.
+    hosting : HostingOptions, optional
+        Queue and batch sizes of each hosted version.
+    max_bytes : int, default 8 MiB
+        DetectAnomalies body limit.
+    device : str, default "auto"
+        Where anomalib models run.
+    sock : socket.socket, optional
+        A bound socket to serve instead of ``host``/``port``. Create it with
+        ``socket.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)``: asyncio turns on TCP_NODELAY only
+        for protocol 6, and without it every response waits ~40 ms for a delayed ACK.
+    """
+    service = LookoutVisionService(home, device=device, max_bytes=max_bytes, wait=False,
+                                   hosting=hosting or HostingOptions(), **service_options)
+    try:
+        server = make_server(service, host=host, port=port, credentials=credentials, insecure=insecure,
+                             log_level=log_level, access_log=access_log)
+        server.run(sockets=[sock] if sock is not None else None)
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, after its graceful shutdown
+        logger.info("stopped")
+    finally:
+        service.close()

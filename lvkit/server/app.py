@@ -1,0 +1,323 @@
+"""The Lookout for Vision REST API over HTTP: ``create_app(service)`` -> a Starlette ASGI app.
+
+This module only matches the route (the table mirrors each operation's ``requestUri``), pulls
+out path parameters, headers and body, calls one service method and serialises; the
+behaviour is :class:`~lvkit.service.LookoutVisionService`'s. Wire form (rest-json): JSON
+bodies with PascalCase keys, camelCase URI and query parameters, timestamps as epoch
+seconds, DetectAnomalies' raw image body typed by ``Content-Type`` and its ``AnomalyMask``
+base64 in the JSON answer, ``X-Amzn-Client-Token`` for idempotency.
+
+Errors are rendered in one place (:func:`render_error`): the error's HTTP status,
+``x-amzn-ErrorType: <Code>``, a JSON body ``{"__type", "message", "Message", extra members}``
+and ``Retry-After`` when the error carries one. Every response has ``x-amzn-RequestId``.
+
+Choices where the public material is silent:
+
+* An unknown path answers 404 and a known path with another method 405 (with ``Allow``), both
+  as ``UnknownOperationException`` in the same error form, never an HTML page.
+* A body that is not a JSON object, or a query parameter that is not a number where one is
+  expected, is a ValidationException.
+* Request bodies are limited before they are read whole: DetectAnomalies to the service's
+  ``max_bytes`` (default 8 MiB), other operations to 1 MiB. ``Content-Length`` is checked
+  first, then the stream is counted as it arrives.
+* With credentials, SigV4 is checked on every operation (``lvkit.server._sigv4``) before the
+  body is read (key, date) and after (signature).
+
+Must not import torch or anything that runs models; imports the service core and Starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lvkit.client import tags_from_wire
+from lvkit.errors import InternalServerException, LookoutVisionError, ValidationException
+from lvkit.server._sigv4 import SigV4Verifier
+from lvkit.service import LookoutVisionService
+
+__all__ = ["JSON_BODY_LIMIT", "create_app", "render_error"]
+
+logger = logging.getLogger("lvkit.server")
+
+#: body limit of the operations that take JSON
+JSON_BODY_LIMIT = 1024 * 1024
+
+_P = "/2020-11-20/projects"
+_M = _P + "/{projectName}/models/{modelVersion}"
+_T = "/2020-11-20/tags/{resourceArn:path}"
+
+
+# -- wire helpers ---------------------------------------------------------------------------
+def _json(data: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, status_code=status, headers=dict(headers or {}), media_type="application/json")
+
+
+def _error(status: int, code: str, message: str, members: Mapping[str, Any] | None = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    body = {"__type": code, "message": message, "Message": message, **(members or {})}
+    return _json(body, status, {"x-amzn-ErrorType": code, **(headers or {})})
+
+
+def render_error(exc: LookoutVisionError) -> Response:
+    """The one rendering of an API error: status, ``x-amzn-ErrorType``, JSON body, ``Retry-After``."""
+    retry = getattr(exc, "retry_after_seconds", None)
+    return _error(exc.http_status, exc.code, exc.message, exc.wire_members(),
+                  {"Retry-After": str(int(retry))} if retry is not None else None)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with ValidationException as soon as it is known to exceed ``limit``."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ValidationException(f"Content-Length {length[:32]!r} is not a number of bytes")
+        if int(length) > limit:
+            raise ValidationException(f"Body is {int(length):,} bytes; the limit is {limit:,} bytes")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise ValidationException(f"Body is more than {limit:,} bytes; the limit is {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class Call:
+    """One request, as the handlers see it: path parameters, query, headers, body."""
+
+    service: LookoutVisionService
+    request: Request
+    body: bytes
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def header(self, name: str) -> str | None:
+        return self.request.headers.get(name)
+
+    def query(self, name: str) -> str | None:
+        return self.request.query_params.get(name)
+
+    def query_int(self, name: str, field: str) -> int | None:
+        value = self.query(name)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValidationException(f"{field} must be an integer, got {value[:32]!r}") from None
+
+    def json(self) -> dict[str, Any]:
+        if not self.body.strip():
+            return {}
+        try:
+            data = json.loads(self.body)
+        except ValueError as exc:
+            raise ValidationException(f"the request body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValidationException("the request body must be a JSON object")
+        return data
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a (blocking) service method off the event loop."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+
+# -- handlers: one service call each --------------------------------------------------------
+async def create_project(call: Call) -> Response:
+    p = await call.run(call.service.create_project, call.json().get("ProjectName"),
+                       client_token=call.header("x-amzn-client-token"))
+    return _json({"ProjectMetadata": p.to_wire(metadata=True)})
+
+
+async def list_projects(call: Call) -> Response:
+    page, token = await call.run(call.service.list_projects, next_token=call.query("nextToken"),
+                                 max_results=call.query_int("maxResults", "MaxResults"))
+    out = {"Projects": [p.to_wire(metadata=True) for p in page]}
+    return _json(out | ({"NextToken": token} if token else {}))
+
+
+async def describe_project(call: Call) -> Response:
+    p = await call.run(call.service.describe_project, call.param("projectName"))
+    return _json({"ProjectDescription": p.to_wire()})
+
+
+async def delete_project(call: Call) -> Response:
+    arn = await call.run(call.service.delete_project, call.param("projectName"),
+                         client_token=call.header("x-amzn-client-token"))
+    return _json({"ProjectArn": arn})
+
+
+async def list_models(call: Call) -> Response:
+    page, token = await call.run(call.service.list_models, call.param("projectName"),
+                                 next_token=call.query("nextToken"),
+                                 max_results=call.query_int("maxResults", "MaxResults"))
+    out = {"Models": [m.to_wire(metadata=True) for m in page]}
+    return _json(out | ({"NextToken": token} if token else {}))
+
+
+async def describe_model(call: Call) -> Response:
+    m = await call.run(call.service.describe_model, call.param("projectName"), call.param("modelVersion"))
+    return _json({"ModelDescription": m.to_wire()})
+
+
+async def start_model(call: Call) -> Response:
+    body = call.json()
+    status = await call.run(call.service.start_model, call.param("projectName"), call.param("modelVersion"),
+                            body.get("MinInferenceUnits"), max_inference_units=body.get("MaxInferenceUnits"),
+                            client_token=call.header("x-amzn-client-token"))
+    return _json({"Status": status}, 202)
+
+
+async def stop_model(call: Call) -> Response:
+    status = await call.run(call.service.stop_model, call.param("projectName"), call.param("modelVersion"),
+                            client_token=call.header("x-amzn-client-token"))
+    return _json({"Status": status}, 202)
+
+
+async def detect_anomalies(call: Call) -> Response:
+    future = await call.run(call.service.submit_detect, call.param("projectName"), call.param("modelVersion"),
+                            call.body, call.header("content-type"))
+    result = await asyncio.wrap_future(future)  # the workers run the model; the loop stays free
+    return _json({"DetectAnomalyResult": result.to_json()})
+
+
+async def tag_resource(call: Call) -> Response:
+    tags = tags_from_wire(call.json().get("Tags"))
+    await call.run(call.service.tag_resource, call.param("resourceArn"), tags)
+    return _json({})
+
+
+async def list_tags_for_resource(call: Call) -> Response:
+    tags = await call.run(call.service.list_tags_for_resource, call.param("resourceArn"))
+    return _json({"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+
+async def untag_resource(call: Call) -> Response:
+    keys = call.request.query_params.getlist("tagKeys")
+    await call.run(call.service.untag_resource, call.param("resourceArn"), keys)
+    return _json({})
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+#: (method, requestUri, operation, handler), as in the service description
+ROUTES: list[tuple[str, str, str, Handler]] = [
+    ("POST", _P, "CreateProject", create_project),
+    ("GET", _P, "ListProjects", list_projects),
+    ("GET", _P + "/{projectName}", "DescribeProject", describe_project),
+    ("DELETE", _P + "/{projectName}", "DeleteProject", delete_project),
+    ("GET", _P + "/{projectName}/models", "ListModels", list_models),
+    ("GET", _M, "DescribeModel", describe_model),
+    ("POST", _M + "/start", "StartModel", start_model),
+    ("POST", _M + "/stop", "StopModel", stop_model),
+    ("POST", _M + "/detect", "DetectAnomalies", detect_anomalies),
+    ("POST", _T, "TagResource", tag_resource),
+    ("GET", _T, "ListTagsForResource", list_tags_for_resource),
+    ("DELETE", _T, "UntagResource", untag_resource),
+]
+
+
+# -- the app --------------------------------------------------------------------------------
+@dataclass
+class _State:
+    service: LookoutVisionService
+    verifier: SigV4Verifier | None
+
+
+def _wire_url(request: Request) -> str:
+    """The path and query exactly as sent (still percent-encoded), as the client signed them."""
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+    query: bytes = request.scope.get("query_string", b"")
+    return "http://lvkit" + raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
+
+def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        state: _State = request.app.state.lvkit
+        try:
+            auth = state.verifier.precheck(request.headers) if state.verifier else None
+            limit = state.service.max_bytes if operation == "DetectAnomalies" else JSON_BODY_LIMIT
+            body = await _read_body(request, limit)
+            if state.verifier is not None and auth is not None:
+                state.verifier.verify(auth, method=request.method, url=_wire_url(request),
+                                      headers=request.headers.items(), body=body)
+            response = await handler(Call(state.service, request, body))
+        except LookoutVisionError as exc:
+            response = render_error(exc)
+        except Exception as exc:  # the catch-all: logged, answered as the contract's 500
+            logger.exception("%s failed", operation)
+            response = render_error(InternalServerException(f"{operation} failed: {type(exc).__name__}: {exc}"))
+        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        return response
+
+    endpoint.__name__ = operation
+    return endpoint
+
+
+async def _unknown_route(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"{request.url.path} does not accept {request.method}; it accepts {allow}"
+    else:
+        message = f"no Lookout for Vision operation is {request.method} {request.url.path}"
+    response = _error(exc.status_code, "UnknownOperationException", message, headers=exc.headers)
+    response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+    return response
+
+
+def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] | None = None,
+               rehost: bool = True) -> Starlette:
+    """The ASGI app serving ``service``'s operations over HTTP.
+
+    Parameters
+    ----------
+    service : LookoutVisionService
+        The core; build it with ``wait=False`` and :class:`~lvkit.hosting.HostingOptions` for
+        the service's asynchronous hosting and real capacity (``lvkit serve`` does).
+    credentials : mapping, optional
+        Access key id -> secret; when given every request must carry a valid SigV4 signature.
+    rehost : bool, default True
+        At startup, host again the versions the store says are HOSTED (``service.rehost()``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from starlette.testclient import TestClient
+    >>> app = create_app(LookoutVisionService(tempfile.mkdtemp()))
+    >>> r = TestClient(app).get("/2020-11-20/projects/nope")
+    >>> r.status_code, r.headers["x-amzn-ErrorType"], r.json()["ResourceType"]
+    (404, 'ResourceNotFoundException', 'PROJECT')
+    """
+    verifier = SigV4Verifier(credentials) if credentials else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if rehost:
+            hosted = await run_in_threadpool(service.rehost)
+            if hosted:
+                logger.info("hosting again: %s", ", ".join(f"{p}/{v}" for p, v in hosted))
+        yield
+
+    routes = [Route(path, _endpoint(op, handler), methods=[method]) for method, path, op, handler in ROUTES]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _unknown_route}, lifespan=lifespan)
+    app.router.redirect_slashes = False  # "/projects/" is an unknown route, not a redirect
+    app.state.lvkit = _State(service, verifier)
+    return app
