@@ -23,7 +23,8 @@ __all__ = ["run_demo"]
 
 
 def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", device: str = "auto",
-             home: str | os.PathLike[str] | None = None, print_fn: Any = print) -> dict[str, Any]:
+             image_size: int | None = None, home: str | os.PathLike[str] | None = None,
+             print_fn: Any = print) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``out/summary.json``)."""
     import pandas as pd
     from PIL import Image
@@ -34,6 +35,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     from lvkit.datasets.synthetic import generate
 
     started = time.perf_counter()
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc=f"generate {category}", unit="img")
     data = generate(out / "data", categories=(category,), progress=lambda done, total: (
@@ -41,7 +43,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     bar.close()
     ds = lvkit.datasets.load(data / category)
     project = f"demo-{category}"
-    version = lvkit.train(project, ds, model=model, device=device, home=home)
+    version = lvkit.train(project, ds, model=model, image_size=image_size, device=device, home=home)
     lv = lvkit.client(home, device=device)
     print_fn(f"trained {project} version {version}; starting it")
     lv.start_model(ProjectName=project, ModelVersion=version, MinInferenceUnits=1)
@@ -54,7 +56,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     manifest = json.loads((lv.service.store.artifact_dir(project, int(version)) / "lvkit.json").read_text())
     held_out = set(manifest["splits"]["evaluation"])
     df["role"] = np.where(df["path"].isin(held_out), "held-out", "threshold")
-    df["image"] = [str(Path(p).relative_to(data / category)) for p in df["path"]]
+    df["image"] = [str(Path(p).relative_to(ds.root)) for p in df["path"]]
     df["truth"] = df["defect_type"].fillna("normal")
     table = df[["image", "truth", "role", "is_anomalous", "confidence", "anomalous_area", "latency_s"]]
     with pd.option_context("display.max_rows", None, "display.width", 120, "display.float_format", "{:.3f}".format):
@@ -77,7 +79,8 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
              f"precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  F1 {metrics['f1']:.3f}")
     print_fn("  mask IoU per defect type (any label / own label):")
     with pd.option_context("display.float_format", "{:.3f}".format):
-        print_fn(masks.to_string())
+        print_fn(masks[["n_images", "iou_any", "iou_any_low", "iou_any_high", "iou_label", "dice_any"]]
+                 .drop(index=["normal"], errors="ignore").to_string())
     df.drop(columns=["anomaly_mask", "anomalies"]).to_csv(out / "results.csv", index=False)
     masks.to_csv(out / "mask_iou.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

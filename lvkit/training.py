@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from lvkit.backends import write_manifest
 from lvkit.backends._decision import fit_decision, fit_pixel_threshold
-from lvkit.backends._regions import RegionLabeler
+from lvkit.backends._regions import RegionLabeler, predicted_regions
 from lvkit.datasets import Dataset, Sample, load, read_label_masks
 from lvkit.errors import DatasetError, ResourceNotFoundException
 from lvkit.images import MAX_SIDE, MIN_SIDE, to_rgb
@@ -105,7 +105,7 @@ def train(
     model: str = "patchcore",
     backbone: str | None = None,
     layers: list[str] | None = None,
-    image_size: int = 256,
+    image_size: int | None = None,
     epochs: int | None = None,
     resize: bool = False,
     device: str = "auto",
@@ -126,8 +126,10 @@ def train(
         An anomalib image model (see ``lvkit.backends._anomalib_core.MODELS``).
     backbone, layers : optional
         A timm backbone and its feature layers; default the offline EfficientNet-Lite0.
-    image_size : int, default 256
-        The model's input side (images are resized to it inside the model).
+    image_size : int, optional
+        The model's input side (images are resized to it inside the model). Default: the
+        training images' larger side rounded up to a multiple of 32, at most 256 (images are
+        not upsampled: that costs PatchCore 4x the patches per doubling and adds no detail).
     epochs : int, optional
         For models trained by gradient descent (Stfpm, ...); model default otherwise.
     resize : bool, default False
@@ -151,6 +153,8 @@ def train(
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
     splits = plan_splits(ds, seed=seed)
     size = _image_size(list(ds.samples), resize=resize)
+    if image_size is None:
+        image_size = min(256, -(-max(size) // 32) * 32)
     try:
         store.get_project(project)
     except ResourceNotFoundException:
@@ -195,8 +199,14 @@ def train(
             true = [_union(read_label_masks(s), maps.shape[1:]) for s in splits["validation"]]
             decision = type(decision)(decision.image_threshold, decision.slope,
                                       fit_pixel_threshold(maps[:nv], np.stack(true)))
-            examples = [(_read_rgb(s.image_path), {anomaly_name(k): v for k, v in read_label_masks(s).items()})
-                        for s in splits["validation"] if s.label == 1]
+            examples = []
+            for i, s in enumerate(splits["validation"]):
+                if s.label == 1:
+                    truth = {anomaly_name(k): v for k, v in read_label_masks(s).items()}
+                    pred = predicted_regions(maps[i] > decision.pixel_threshold, truth)
+                    rgb = _read_rgb(s.image_path)
+                    examples.append((rgb, pred))
+                    examples += [(rgb, {k: v}) for k, v in truth.items() if k not in pred]  # missed: the truth
             labeler = RegionLabeler.fit(labels, examples)
         ev_y = np.array([s.label for s in splits["evaluation"]])
         ev_pred = scores[nv:] > decision.image_threshold

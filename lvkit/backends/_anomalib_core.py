@@ -247,7 +247,11 @@ def build_model(
 
     Examples
     --------
-    >>> model = build_model("padim", image_size=64, weights_dir="/tmp/w")  # doctest: +SKIP (imports anomalib)
+    Skipped: it imports anomalib (about 8 s).
+
+    >>> model = build_model("padim", image_size=64, weights_dir="/tmp/w")  # doctest: +SKIP
+    >>> fit(model, images, device="cpu")  # doctest: +SKIP
+    >>> scores, maps = predict_raw(model, images, device="cpu")  # doctest: +SKIP
     """
     return _build(
         name,
@@ -379,12 +383,16 @@ def _to_tensor(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], 
     return out
 
 
-def _resized(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], size: int) -> torch.Tensor:
-    """Stack images resized to (size, size) exactly as the pre-processor resizes."""
+def _resized(tensors: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """Stack (3, H, W) tensors resized to (size, size), bilinear with antialiasing.
+
+    Training and prediction both resize here: anomalib resizes with antialiasing in training
+    (its ``PreProcessor`` callback) but without it in ``forward`` (its exportable transform),
+    which skews the scores of images larger than ``size``. The model's own resize is then a no-op.
+    """
     import torch
     from torchvision.transforms.v2 import functional as tf
 
-    tensors = _to_tensor(images, same_size=False)
     return torch.stack([tf.resize(t, [size, size], antialias=True) for t in tensors])
 
 
@@ -440,7 +448,7 @@ def fit(
     spec = _spec(config["name"])
     report = progress or (lambda stage, fraction: None)
     target = torch.device(resolve_device(device))
-    images = _resized(train_images, config["image_size"])
+    images = _resized(_to_tensor(train_images, same_size=False), config["image_size"])
     inner: Any = model.model
     needed = int(inner.classifier.n_pca_components) if config["name"] == "dfkde" else 1
     if len(images) < needed:
@@ -489,7 +497,6 @@ def _fit_lightning(
     model: Any, images: torch.Tensor, spec: ModelSpec, epochs: int, device: torch.device, seed: int, report: Progress
 ) -> None:
     import torch
-    from anomalib.data import ImageBatch
     from lightning.pytorch import Callback, LightningDataModule, Trainer
     from torch.utils.data import DataLoader, Dataset
 
@@ -567,6 +574,9 @@ def predict_raw(
     import torch
     import torch.nn.functional as F
 
+    config = getattr(model, CONFIG_ATTR, None)
+    if config is None:
+        raise ValueError("expected a model from build_model or load_model (it has no lvkit_config)")
     tensors = _to_tensor(images, same_size=True)
     height, width = tensors[0].shape[1:]
     target = torch.device(resolve_device(device))
@@ -574,7 +584,7 @@ def predict_raw(
     scores, maps = [], []
     with torch.inference_mode():
         for start in range(0, len(tensors), batch_size):
-            batch = torch.stack(tensors[start : start + batch_size]).to(target)
+            batch = _resized(tensors[start : start + batch_size], config["image_size"]).to(target)
             out = model(batch)
             score = out.pred_score.reshape(len(batch)).float()
             if out.anomaly_map is None:

@@ -24,7 +24,7 @@ from skimage.measure import regionprops
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["RegionLabeler", "region_features"]
+__all__ = ["RegionLabeler", "predicted_regions", "region_features"]
 
 
 def region_features(rgb: npt.NDArray[np.uint8], region_mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
@@ -35,6 +35,24 @@ def region_features(rgb: npt.NDArray[np.uint8], region_mask: npt.NDArray[np.bool
     mean = rgb[region_mask].mean(axis=0)
     return np.array([np.log(area + 1e-9), props.eccentricity, props.solidity,
                      *((mean - median) / 255.0)], dtype=np.float64)
+
+
+def predicted_regions(pred_mask: npt.NDArray[np.bool_],
+                      true_masks: dict[str, npt.NDArray[np.bool_]]) -> dict[str, npt.NDArray[np.bool_]]:
+    """Label the connected regions of a predicted mask by the true label they overlap most.
+
+    Regions that overlap no true anomaly are left out. Fitting the labeller on these (rather
+    than on the true regions) trains it on what it will see: the model's own, blurrier regions.
+    """
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    comps = connected_components(pred_mask, connectivity=2)
+    for k in range(1, int(comps.max()) + 1):
+        region = comps == k
+        overlap = {name: int((region & m).sum()) for name, m in true_masks.items()}
+        if overlap and max(overlap.values()) > 0:
+            name = max(overlap, key=lambda n: overlap[n])
+            out[name] = out.get(name, np.zeros_like(pred_mask)) | region
+    return out
 
 
 @dataclass

@@ -206,8 +206,10 @@ def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
 
     Examples
     --------
+    Skipped: it needs torch and the weights package, and writes about 19 MB.
+
     >>> import tempfile
-    >>> path = default_backbone_weights(tempfile.mkdtemp())  # doctest: +SKIP (needs torch, ~1 s)
+    >>> path = default_backbone_weights(tempfile.mkdtemp())  # doctest: +SKIP
     >>> timm_name(path)  # doctest: +SKIP
     'local-dir:/tmp/.../timm-tf_efficientnet_lite0'
     """

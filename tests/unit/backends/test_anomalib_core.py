@@ -197,6 +197,15 @@ def test_predict_raw_rejects_bad_arrays(weights_dir: Path) -> None:
         core.predict_raw(model, [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)], device="cpu")
 
 
+def test_model_sees_images_resized_as_in_training(weights_dir: Path) -> None:
+    """predict_raw resizes with antialiasing like fit; anomalib's own resize is then a no-op."""
+    import torch
+
+    model = core.build_model("padim", image_size=SIZE, weights_dir=weights_dir)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    assert torch.equal(model.pre_processor(x), (x - 0.5) / 0.5)  # forward: the export transform
+
+
 # --------------------------------------------------------------------------- training
 
 
