@@ -11,6 +11,7 @@ Not emulated: the service's own models; edge packaging.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,29 @@ class AnomalibBackend:
         self.check_size(rgb)
         score, amap = self.raw(rgb[None])
         return self.result(rgb, float(score[0]), amap[0])
+
+    def detect_many(self, items: Sequence[tuple[bytes, ContentType]]) -> list[DetectAnomalyResult | Exception]:
+        """Batched ``detect``: images of one size go through the model together.
+
+        A bad image gives its ValidationException in its place; the others are unaffected.
+        Scores do not depend on the batch (the models run in eval mode), so the answers are
+        those of ``detect``.
+        """
+        out: list[DetectAnomalyResult | Exception | None] = [None] * len(items)
+        decoded: dict[tuple[int, ...], list[tuple[int, npt.NDArray[np.uint8]]]] = {}
+        for i, (body, content_type) in enumerate(items):
+            try:
+                rgb = decode_image(body, content_type, max_bytes=self.max_bytes)
+                self.check_size(rgb)
+            except ValidationException as exc:
+                out[i] = exc
+                continue
+            decoded.setdefault(rgb.shape, []).append((i, rgb))
+        for group in decoded.values():
+            scores, maps = self.raw(np.stack([rgb for _, rgb in group]))
+            for (i, rgb), score, amap in zip(group, scores, maps):
+                out[i] = self.result(rgb, float(score), amap)
+        return [r for r in out if r is not None]
 
     def check_size(self, rgb: npt.NDArray[np.uint8]) -> None:
         w, h = self.image_size

@@ -144,3 +144,17 @@ def test_bad_datasets(tmp_path: Path, tiny_benchmark: Path):
         lvkit.train("p", manifest, home=tmp_path / "h", progress=False)
     with pytest.raises(lvkit.ValidationException):
         lvkit.train("-bad", tiny_benchmark, home=tmp_path / "h", progress=False)
+
+
+def test_detect_many_agrees_with_detect(anomalib_version_dir: Path, tiny_benchmark: Path):
+    from lvkit.backends.anomalib import AnomalibBackend
+
+    backend = AnomalibBackend.load(anomalib_version_dir, device="cpu")
+    bodies = [p.read_bytes() for p in sorted((tiny_benchmark / "test").glob("*/*.png"))[:5]]
+    items = [(b, "image/png") for b in bodies] + [(b"garbage", "image/png")]
+    many = backend.detect_many(items)
+    assert isinstance(many[-1], lvkit.ValidationException)
+    for body, got in zip(bodies, many):
+        one = backend.detect(body, "image/png")
+        assert got.is_anomalous == one.is_anomalous
+        assert got.confidence == pytest.approx(one.confidence, abs=1e-5)
