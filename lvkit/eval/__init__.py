@@ -100,6 +100,7 @@ __all__ = [
     "per_label_iou",
     "pixel_auroc",
     "PlattCalibrator",
+    "plots",
     "precision_recall_f1",
     "predicted_label_masks",
     "recalibration_report",
