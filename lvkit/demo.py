@@ -38,8 +38,12 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(desc=f"generate {category}", unit="img")
-    data = generate(out / "data", categories=(category,), progress=lambda done, total: (
-        setattr(bar, "total", total), bar.update(done - bar.n)))
+
+    def advance(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    data = generate(out / "data", categories=(category,), progress=advance)
     bar.close()
     ds = lvkit.datasets.load(data / category)
     project = f"demo-{category}"
@@ -49,7 +53,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     lv.start_model(ProjectName=project, ModelVersion=version, MinInferenceUnits=1)
     try:
         test = ds.split("test")
-        df = lve.run(lv, test, project=project, version=version)
+        df = lve.run(lv, test.samples, project=project, version=version)
     finally:
         lv.stop_model(ProjectName=project, ModelVersion=version)
 

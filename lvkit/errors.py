@@ -53,7 +53,7 @@ class LvkitError(Exception):
     """Root of every exception lvkit raises on purpose."""
 
 
-class LookoutVisionError(LvkitError, ClientError):
+class LookoutVisionError(LvkitError, ClientError):  # type: ignore[misc]  # botocore ships no type hints
     """An error of the Lookout for Vision API contract.
 
     Parameters

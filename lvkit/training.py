@@ -189,7 +189,7 @@ def train(
             train_in_subprocess(config, on_progress=on_progress)
         finally:
             bar.close()
-        with np.load(config["predictions"]) as pred:
+        with np.load(tmp / "work" / "predictions.npz") as pred:
             scores, maps = pred["scores"].astype(np.float64), pred["maps"].astype(np.float32)
         nv = len(splits["validation"])
         val_y = np.array([s.label for s in splits["validation"]])

@@ -27,7 +27,7 @@ from lvkit.backends._anomalib_core import (
 
 if TYPE_CHECKING:
     import torch
-    from anomalib.models import AnomalibModule
+    from anomalib.models.components import AnomalibModule
 
 __all__ = ["fit"]
 

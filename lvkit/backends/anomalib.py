@@ -68,7 +68,8 @@ class AnomalibBackend:
         self.device = device
         self.max_bytes = max_bytes
         self.decision = Decision.from_dict(manifest["decision"])
-        self.image_size: tuple[int, int] = tuple(manifest["image_size"])  # type: ignore[assignment]  # (w, h) from JSON
+        width, height = manifest["image_size"]
+        self.image_size: tuple[int, int] = (int(width), int(height))
         self.resize = bool(manifest.get("resize", False))
         self.labels: list[str] = list(manifest.get("labels", []))
         self.colors: list[str] = list(manifest.get("colors", []))

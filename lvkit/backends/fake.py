@@ -94,4 +94,4 @@ class FakeBackend:
         handler = brightness_handler(threshold=m["threshold"], segmentation=m["segmentation"],
                                      label=m["label"], color=m["color"])
         size = tuple(m["image_size"]) if m.get("image_size") else None
-        return cls(handler, image_size=size, max_bytes=options.get("max_bytes", DEFAULT_MAX_BYTES))  # type: ignore[arg-type]  # tuple from JSON list
+        return cls(handler, image_size=size, max_bytes=options.get("max_bytes", DEFAULT_MAX_BYTES))
