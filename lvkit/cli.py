@@ -82,14 +82,14 @@ def generate(out: str, seed: int) -> None:
 @click.option("--model", default="patchcore", show_default=True)
 @click.option("--backbone", default=None, help="timm backbone (default: offline EfficientNet-Lite0).")
 @click.option("--layers", default=None, help="Comma-separated feature layers.")
-@click.option("--image-size", default=None, type=int, help="Model input side (default: the images' side, at most 256).")
+@click.option("--image-size", default=256, show_default=True, type=int, help="Model input side.")
 @click.option("--epochs", default=None, type=int)
 @click.option("--resize/--no-resize", default=False, show_default=True, help="Accept images of other sizes.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--description", default=None)
 @home_option
-def train(project: str, dataset: str, model: str, backbone: str | None, layers: str | None, image_size: int | None,
+def train(project: str, dataset: str, model: str, backbone: str | None, layers: str | None, image_size: int,
           epochs: int | None, resize: bool, device: str, seed: int, description: str | None, home: str | None) -> None:
     """Train a new model version from a dataset."""
     from lvkit.training import train as run

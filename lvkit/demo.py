@@ -23,7 +23,7 @@ __all__ = ["run_demo"]
 
 
 def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", device: str = "auto",
-             image_size: int | None = None, home: str | os.PathLike[str] | None = None,
+             image_size: int = 256, home: str | os.PathLike[str] | None = None,
              print_fn: Any = print) -> dict[str, Any]:
     """Run the demo; returns the summary (also written to ``out/summary.json``)."""
     import pandas as pd

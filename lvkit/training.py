@@ -105,7 +105,8 @@ def train(
     model: str = "patchcore",
     backbone: str | None = None,
     layers: list[str] | None = None,
-    image_size: int | None = None,
+    image_size: int = 256,
+    model_kwargs: dict[str, Any] | None = None,
     epochs: int | None = None,
     resize: bool = False,
     device: str = "auto",
@@ -126,10 +127,14 @@ def train(
         An anomalib image model (see ``lvkit.backends._anomalib_core.MODELS``).
     backbone, layers : optional
         A timm backbone and its feature layers; default the offline EfficientNet-Lite0.
-    image_size : int, optional
-        The model's input side (images are resized to it inside the model). Default: the
-        training images' larger side rounded up to a multiple of 32, at most 256 (images are
-        not upsampled: that costs PatchCore 4x the patches per doubling and adds no detail).
+    image_size : int, default 256
+        The model's input side (images are resized to it inside the model). Smaller images
+        are upsampled: on the bundled 128 px benchmark, 256 doubles PatchCore's mean mask IoU
+        (0.28 -> 0.51) for about 3x the training time.
+    model_kwargs : dict, optional
+        Options of the anomalib model class. PatchCore's ``coreset_sampling_ratio`` defaults to
+        what keeps its memory bank near 1,000 patches (between 0.01 and 0.1): the coreset
+        selection's time grows with patches x bank size.
     epochs : int, optional
         For models trained by gradient descent (Stfpm, ...); model default otherwise.
     resize : bool, default False
@@ -153,8 +158,10 @@ def train(
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
     splits = plan_splits(ds, seed=seed)
     size = _image_size(list(ds.samples), resize=resize)
-    if image_size is None:
-        image_size = min(256, -(-max(size) // 32) * 32)
+    model_kwargs = dict(model_kwargs or {})
+    if model == "patchcore" and "coreset_sampling_ratio" not in model_kwargs:
+        patches = len(splits["fit"]) * (image_size // 8) ** 2  # the default layers' finest stride is 8
+        model_kwargs["coreset_sampling_ratio"] = round(min(0.1, max(0.01, 1000 / patches)), 4)
     try:
         store.get_project(project)
     except ResourceNotFoundException:
@@ -170,7 +177,7 @@ def train(
 
         config = {
             "model": model, "backbone": backbone, "layers": layers, "image_size": image_size,
-            "epochs": epochs, "seed": seed, "device": device,
+            "epochs": epochs, "seed": seed, "device": device, "model_kwargs": model_kwargs,
             "train_images": [str(s.image_path) for s in splits["fit"]],
             "predict_images": [str(s.image_path) for s in scored],
             "weights_dir": str(store.home / "weights"),
@@ -213,7 +220,7 @@ def train(
         performance = _performance(ev_y, ev_pred)
         write_manifest(tmp, {
             "backend": "anomalib", "model": model, "backbone": backbone, "layers": layers,
-            "model_image_size": image_size, "image_size": list(size), "resize": resize, "seed": seed,
+            "model_image_size": image_size, "model_kwargs": model_kwargs, "image_size": list(size), "resize": resize, "seed": seed,
             "segmentation": bool(labels), "labels": labels, "colors": [c.upper() for c in colors],
             "decision": decision.to_dict(), "labeler": labeler.to_dict() if labeler else None,
             "dataset": str(ds.root),
