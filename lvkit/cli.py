@@ -195,6 +195,28 @@ def projects(home: str | None) -> None:
 
 
 @main.command()
+@click.option("--out", default="reports", show_default=True, type=click.Path(file_okay=False),
+              help="Where <name>.html, <name>.json and index.md go.")
+@click.option("--notebooks", "notebooks_dir", default="notebooks", show_default=True,
+              type=click.Path(exists=True, file_okay=False), help="The notebooks to run.")
+@click.option("--smoke", is_flag=True, help="CI sizes (SMOKE=True) instead of full size.")
+@click.option("--only", multiple=True, help="Run only this notebook (name or prefix, e.g. 02); repeatable.")
+@click.option("--clean", is_flag=True, help="Only strip the notebooks' outputs and metadata for committing.")
+def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], clean: bool) -> None:
+    """Execute the notebooks (papermill), render them to HTML and index their headline numbers."""
+    from lvkit.report import clean_notebook, find_notebooks, run_reports
+
+    if clean:
+        for path in find_notebooks(notebooks_dir, only):
+            click.echo(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
+        return
+    results = run_reports(out, notebooks=notebooks_dir, only=only, smoke=smoke, log=click.echo,
+                          progress_bar=sys.stderr.isatty())
+    if any(r["error"] is not None for r in results):
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; other than loopback needs --credentials or --insecure.")
 @click.option("--port", default=8080, show_default=True, type=int)

@@ -1,0 +1,312 @@
+"""``lvkit report``: the notebooks executed at full size, rendered as HTML, indexed with their headline numbers.
+
+Each notebook of ``notebooks/`` runs with papermill, which injects ``SMOKE`` and
+``REPORT_DIR`` after the notebook's ``parameters`` cell; nbconvert renders the executed copy to
+``<out>/<name>.html`` (figures embedded); the notebook itself records its headline numbers
+with :func:`save_headline` in ``<out>/<name>.json``; and ``<out>/index.md`` lists every report
+with those numbers, the machine (:func:`lvkit.eval.fingerprint`, taken inside the kernels) and
+the date. Every notebook is seeded, so two runs give the same headline numbers; the
+``timings`` (latencies, throughput, training time) are the exception and are listed apart.
+
+Also here: :func:`clean_notebook`, which strips outputs and normalises metadata the way
+``notebooks/`` is committed (``tests/test_notebooks.py`` checks it).
+
+papermill and nbconvert (the ``notebooks`` extra) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["clean_notebook", "find_notebooks", "KERNELSPEC", "render_index", "run_reports", "save_headline"]
+
+#: the kernelspec every committed notebook carries
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy: numpy scalars to Python numbers, mappings and sequences recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def save_headline(report_dir: str | os.PathLike[str] | None, name: str, headline: Mapping[str, Any], *,
+                  timings: Mapping[str, float] | None = None,
+                  parameters: Mapping[str, Any] | None = None) -> Path | None:
+    """Record a notebook's headline numbers for ``lvkit report``: ``<report_dir>/<name>.json``.
+
+    A notebook calls this with its ``REPORT_DIR`` parameter; when that is empty (the notebook
+    runs in JupyterLab or under pytest) nothing is written.
+
+    Parameters
+    ----------
+    report_dir : path-like or None
+        Where ``lvkit report`` collects the numbers; empty or None writes nothing.
+    name : str
+        The notebook's name without ``.ipynb``.
+    headline : mapping of str to number, str or bool
+        The seeded numbers: the same on every run.
+    timings : mapping of str to float, optional
+        Numbers that vary run to run (latencies, throughput, seconds); listed apart.
+    parameters : mapping, optional
+        The settings the numbers were made with.
+
+    Returns
+    -------
+    Path or None
+        The file written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = save_headline(tempfile.mkdtemp(), "01_quickstart", {"image AUROC": 0.98}, timings={"call (ms)": 41.0})
+    >>> data = json.loads(path.read_text())
+    >>> data["headline"], data["timings"], sorted(data["fingerprint"])[:2]
+    ({'image AUROC': 0.98}, {'call (ms)': 41.0}, ['anomalib', 'cores'])
+    >>> save_headline("", "01_quickstart", {"image AUROC": 0.98}) is None
+    True
+    """
+    if not report_dir:
+        return None
+    from lvkit.eval.throughput import fingerprint
+
+    folder = Path(report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"notebook": name, "headline": _plain(headline), "timings": _plain(timings or {}),
+            "parameters": _plain(parameters or {}), "fingerprint": fingerprint()}
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def find_notebooks(folder: str | os.PathLike[str], only: Sequence[str] | None = None) -> list[Path]:
+    """The ``*.ipynb`` of ``folder`` in name order; ``only`` keeps those whose name starts with one of them.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing matches.
+    """
+    paths = sorted(Path(folder).glob("*.ipynb"))
+    if only:
+        paths = [p for p in paths if any(p.stem.startswith(o) or p.name == o for o in only)]
+    if not paths:
+        raise FileNotFoundError(f"no notebooks in {folder}" + (f" matching {list(only)}" if only else ""))
+    return paths
+
+
+def clean_notebook(path: str | os.PathLike[str]) -> bool:
+    """Strip a notebook as ``notebooks/`` is committed; returns whether the file changed.
+
+    Outputs and execution counts are removed, cell metadata is cut to its ``tags``, the
+    notebook metadata to :data:`KERNELSPEC`, ``language_info.name`` and an ``lvkit`` entry
+    (see ``notebooks/conftest.py``).
+    """
+    import nbformat
+
+    path = Path(path)
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(before, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = nbformat.NotebookNode({"tags": list(tags)} if tags else {})
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    meta = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
+    if "lvkit" in nb.metadata:
+        meta["lvkit"] = nb.metadata["lvkit"]
+    nb.metadata = nbformat.NotebookNode(meta)
+    after = str(nbformat.writes(nb)) + "\n"
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+    return after != before
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"`{value}`" if isinstance(value, str) else str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
+
+
+def render_index(results: Sequence[Mapping[str, Any]], *, smoke: bool, started: datetime,
+                 seconds: float, fingerprint: Mapping[str, Any]) -> str:
+    """The markdown of ``index.md``.
+
+    Parameters
+    ----------
+    results : sequence of mapping
+        Per notebook: ``name``, ``seconds``, ``error`` (None or a message) and ``data`` (what
+        :func:`save_headline` wrote, or None).
+    smoke : bool
+        Whether the notebooks ran at the CI sizes.
+    started : datetime
+        When the run started.
+    seconds : float
+        How long it took.
+    fingerprint : mapping
+        The machine (:func:`lvkit.eval.fingerprint`).
+
+    Examples
+    --------
+    >>> md = render_index([{"name": "01_quickstart", "seconds": 12.0, "error": None,
+    ...                     "data": {"headline": {"image AUROC": 0.98765}, "timings": {}, "parameters": {}}}],
+    ...                   smoke=False, started=datetime(2025, 1, 2, tzinfo=timezone.utc), seconds=12.0,
+    ...                   fingerprint={"cpu": "Some CPU", "cores": 2, "gpu": None})
+    >>> "| image AUROC | 0.9877 |" in md, "[01_quickstart](01_quickstart.html)" in md
+    (True, True)
+    """
+    fp = dict(fingerprint)
+    machine = f"{fp.get('cpu')}, {fp.get('cores')} cores, GPU {fp.get('gpu') or 'none'}"
+    versions = ", ".join(f"{k} {fp[k]}" for k in ("python", "torch", "anomalib", "numpy", "lvkit") if fp.get(k))
+    size = ("**SMOKE sizes** (the tiny CI benchmark; not the published numbers)" if smoke
+            else "full size (each notebook's own parameters, listed below)")
+    lines = [
+        "# lvkit reports",
+        "",
+        f"Made by `lvkit report` on {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} "
+        f"minutes, {size}.",
+        "",
+        f"- Machine: {machine}; {fp.get('platform', '')}",
+        f"- Versions: {versions}",
+        "- Data: the bundled synthetic benchmark (`lvkit.datasets.generate`), generated by each notebook.",
+        "- Reproducible: every notebook is seeded; running `lvkit report` again gives the same headline",
+        "  numbers. The timings vary from run to run and machine to machine.",
+        "",
+        "| Report | Status | Minutes |",
+        "| --- | --- | --- |",
+    ]
+    for r in results:
+        status = "ok" if r.get("error") is None else "**failed**"
+        lines.append(f"| [{r['name']}]({r['name']}.html) | {status} | {r['seconds'] / 60:.1f} |")
+    for r in results:
+        lines += ["", f"## [{r['name']}]({r['name']}.html)", ""]
+        if r.get("error") is not None:
+            lines += [f"Failed: `{str(r['error']).splitlines()[0][:300]}`", ""]
+        data = r.get("data")
+        if not data:
+            lines.append("No headline numbers recorded.")
+            continue
+        lines += ["| Headline | Value |", "| --- | --- |"]
+        lines += [f"| {k} | {_format(v)} |" for k, v in data.get("headline", {}).items()]
+        if data.get("timings"):
+            lines += ["", "| Timing (varies run to run) | Value |", "| --- | --- |"]
+            lines += [f"| {k} | {_format(v)} |" for k, v in data["timings"].items()]
+        if data.get("parameters"):
+            params = ", ".join(f"`{k}={v!r}`" for k, v in data["parameters"].items())
+            lines += ["", f"Parameters: {params}"]
+    return "\n".join(lines) + "\n"
+
+
+def _html(nb: Any) -> str:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    return str(body)
+
+
+def run_reports(
+    out: str | os.PathLike[str] = "reports",
+    *,
+    notebooks: str | os.PathLike[str] = "notebooks",
+    only: Sequence[str] | None = None,
+    smoke: bool = False,
+    log: Callable[[str], None] = print,
+    progress_bar: bool = False,
+    kernel_name: str = "python3",
+) -> list[dict[str, Any]]:
+    """Execute the notebooks, write ``<out>/<name>.html``, ``<out>/<name>.json`` and ``<out>/index.md``.
+
+    A notebook that fails is rendered as far as it ran, marked failed in the index, and the
+    run goes on with the next one.
+
+    Parameters
+    ----------
+    out : path-like, default "reports"
+        The output folder (created).
+    notebooks : path-like, default "notebooks"
+        Where the notebooks are.
+    only : sequence of str, optional
+        Names or name prefixes (``"02"``) of the notebooks to run; default all.
+    smoke : bool, default False
+        Run at the CI sizes (``SMOKE=True``). Without it, ``LVKIT_SMOKE`` is removed from the
+        kernels' environment so that the notebooks run at full size.
+    log : callable, default print
+        Receives one line as each notebook starts and ends.
+    progress_bar : bool, default False
+        papermill's per-cell progress bar.
+    kernel_name : str, default "python3"
+        The Jupyter kernel (``python3`` is the running interpreter's).
+
+    Returns
+    -------
+    list of dict
+        Per notebook: ``name``, ``seconds``, ``error`` (None or the message), ``data`` (the
+        recorded headline) and ``html`` (the path).
+    """
+    import nbformat
+    import papermill
+
+    paths = find_notebooks(notebooks, only)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    started, t_start = datetime.now(timezone.utc), time.perf_counter()
+    saved_env = os.environ.pop("LVKIT_SMOKE", None) if not smoke else None
+    results: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="lvkit-report-") as tmp:
+            for i, path in enumerate(paths, start=1):
+                name = path.stem
+                (folder / f"{name}.json").unlink(missing_ok=True)  # never index stale numbers
+                log(f"[{i}/{len(paths)}] {name}: running ({'smoke' if smoke else 'full size'})")
+                t0 = time.perf_counter()
+                executed = Path(tmp) / path.name
+                error = None
+                try:
+                    papermill.execute_notebook(
+                        str(path), str(executed), parameters={"SMOKE": smoke, "REPORT_DIR": str(folder.resolve())},
+                        kernel_name=kernel_name, progress_bar=progress_bar, cwd=str(path.parent))
+                except Exception as exc:  # reported in the index; the next notebook still runs
+                    error = f"{type(exc).__name__}: {exc}"
+                seconds = time.perf_counter() - t0
+                html = folder / f"{name}.html"
+                if executed.exists():
+                    html.write_text(_html(nbformat.read(executed, as_version=4)), encoding="utf-8")
+                json_path = folder / f"{name}.json"
+                data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
+                results.append({"name": name, "seconds": seconds, "error": error, "data": data, "html": html})
+                log(f"[{i}/{len(paths)}] {name}: {'FAILED' if error else 'done'} in {seconds:.0f} s -> {html}")
+    finally:
+        if saved_env is not None:
+            os.environ["LVKIT_SMOKE"] = saved_env
+    prints = [r["data"]["fingerprint"] for r in results if r["data"] and r["data"].get("fingerprint")]
+    if prints:  # taken inside the kernels, where torch is loaded: a GPU is named if there is one
+        fingerprint = next((fp for fp in prints if fp.get("gpu")), prints[0])
+    else:
+        from lvkit.eval.throughput import fingerprint as machine
+
+        fingerprint = machine()
+    index = render_index(results, smoke=smoke, started=started, seconds=time.perf_counter() - t_start,
+                         fingerprint=fingerprint)
+    (folder / "index.md").write_text(index, encoding="utf-8")
+    log(f"wrote {folder / 'index.md'} ({len(results)} reports, {sum(r['error'] is not None for r in results)} failed)")
+    return results
