@@ -5,8 +5,9 @@ Each notebook of ``notebooks/`` runs with papermill, which injects ``SMOKE`` and
 ``<out>/<name>.html`` (figures embedded); the notebook itself records its headline numbers
 with :func:`save_headline` in ``<out>/<name>.json``; and ``<out>/index.md`` lists every report
 with those numbers, the machine (:func:`lvkit.eval.fingerprint`, taken inside the kernels) and
-the date. Every notebook is seeded, so two runs give the same headline numbers; the
-``timings`` (latencies, throughput, training time) are the exception and are listed apart.
+when each ran; a notebook re-run alone (``--only``) updates its own entry. Every notebook is
+seeded, so two runs give the same headline numbers; the ``timings`` (latencies, throughput,
+training time) are the exception and are listed apart.
 
 Also here: :func:`clean_notebook`, which strips outputs and normalises metadata the way
 ``notebooks/`` is committed (``tests/test_notebooks.py`` checks it).
@@ -26,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["clean_notebook", "find_notebooks", "KERNELSPEC", "render_index", "run_reports", "save_headline"]
+__all__ = ["clean_notebook", "find_notebooks", "KERNELSPEC", "render_index", "run_reports", "save_headline",
+           "write_index"]
 
 #: the kernelspec every committed notebook carries
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -148,66 +150,77 @@ def _format(value: Any) -> str:
     return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
 
 
-def render_index(results: Sequence[Mapping[str, Any]], *, smoke: bool, started: datetime,
-                 seconds: float, fingerprint: Mapping[str, Any]) -> str:
+def render_index(results: Sequence[Mapping[str, Any]], *, fingerprint: Mapping[str, Any]) -> str:
     """The markdown of ``index.md``.
 
     Parameters
     ----------
     results : sequence of mapping
-        Per notebook: ``name``, ``seconds``, ``error`` (None or a message) and ``data`` (what
-        :func:`save_headline` wrote, or None).
-    smoke : bool
-        Whether the notebooks ran at the CI sizes.
-    started : datetime
-        When the run started.
-    seconds : float
-        How long it took.
+        Per notebook, in order: ``name`` and ``data``, what :func:`save_headline` and
+        :func:`run_reports` wrote to ``<name>.json`` (``headline``, ``timings``,
+        ``parameters``, ``seconds``, ``error``, ``ran_at``, ``smoke``), or None when the
+        notebook has not run.
     fingerprint : mapping
         The machine (:func:`lvkit.eval.fingerprint`).
 
     Examples
     --------
-    >>> md = render_index([{"name": "01_quickstart", "seconds": 12.0, "error": None,
-    ...                     "data": {"headline": {"image AUROC": 0.98765}, "timings": {}, "parameters": {}}}],
-    ...                   smoke=False, started=datetime(2025, 1, 2, tzinfo=timezone.utc), seconds=12.0,
+    >>> md = render_index([{"name": "01_quickstart", "data": {"headline": {"image AUROC": 0.98765},
+    ...                     "seconds": 12.0, "error": None, "ran_at": "2025-01-02T03:04:05+00:00"}},
+    ...                    {"name": "02_calibration", "data": None}],
     ...                   fingerprint={"cpu": "Some CPU", "cores": 2, "gpu": None})
-    >>> "| image AUROC | 0.9877 |" in md, "[01_quickstart](01_quickstart.html)" in md
+    >>> "| image AUROC | 0.9877 |" in md, "| [01_quickstart](01_quickstart.html) | ok | 2025-01-02 03:04 | 0.2 |" in md
     (True, True)
+    >>> "| 02_calibration | not run |" in md
+    True
     """
     fp = dict(fingerprint)
     machine = f"{fp.get('cpu')}, {fp.get('cores')} cores, GPU {fp.get('gpu') or 'none'}"
     versions = ", ".join(f"{k} {fp[k]}" for k in ("python", "torch", "anomalib", "numpy", "lvkit") if fp.get(k))
-    size = ("**SMOKE sizes** (the tiny CI benchmark; not the published numbers)" if smoke
-            else "full size (each notebook's own parameters, listed below)")
+    ran = [r["data"] for r in results if r.get("data")]
+    dates = sorted(str(d["ran_at"])[:16].replace("T", " ") for d in ran if d.get("ran_at"))
+    when = "-" if not dates else f"{dates[0]} UTC" if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]} UTC"
+    minutes = sum(float(d.get("seconds", 0.0)) for d in ran) / 60
+    smoke = [r["name"] for r in results if r.get("data") and r["data"].get("smoke")]
     lines = [
         "# lvkit reports",
         "",
-        f"Made by `lvkit report` on {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC in {seconds / 60:.1f} "
-        f"minutes, {size}.",
+        f"Made by `lvkit report`: {when}, {minutes:.1f} minutes of notebooks, "
+        + (f"**SMOKE sizes** for {', '.join(smoke)} (the tiny CI benchmark; not the published numbers)." if smoke
+           else "full size (each notebook's own parameters, listed below)."),
         "",
         f"- Machine: {machine}; {fp.get('platform', '')}",
         f"- Versions: {versions}",
         "- Data: the bundled synthetic benchmark (`lvkit.datasets.generate`), generated by each notebook.",
         "- Reproducible: every notebook is seeded; running `lvkit report` again gives the same headline",
         "  numbers. The timings vary from run to run and machine to machine.",
+        "- Remake: `lvkit report` from the repository root (`--only 02` for one notebook, `--smoke` for",
+        "  the CI sizes). The notebooks are in `notebooks/`; each HTML report is one executed notebook.",
         "",
-        "| Report | Status | Minutes |",
-        "| --- | --- | --- |",
+        "| Report | Status | Ran (UTC) | Minutes |",
+        "| --- | --- | --- | --- |",
     ]
     for r in results:
-        status = "ok" if r.get("error") is None else "**failed**"
-        lines.append(f"| [{r['name']}]({r['name']}.html) | {status} | {r['seconds'] / 60:.1f} |")
-    for r in results:
-        lines += ["", f"## [{r['name']}]({r['name']}.html)", ""]
-        if r.get("error") is not None:
-            lines += [f"Failed: `{str(r['error']).splitlines()[0][:300]}`", ""]
         data = r.get("data")
         if not data:
+            lines.append(f"| {r['name']} | not run | | |")
+            continue
+        status = "ok" if data.get("error") is None else "**failed**"
+        ran_at = str(data.get("ran_at", ""))[:16].replace("T", " ")
+        took = float(data.get("seconds", 0.0)) / 60
+        lines.append(f"| [{r['name']}]({r['name']}.html) | {status} | {ran_at} | {took:.1f} |")
+    for r in results:
+        data = r.get("data")
+        if not data:
+            continue
+        lines += ["", f"## [{r['name']}]({r['name']}.html)", ""]
+        if data.get("error") is not None:
+            lines += [f"Failed: `{str(data['error']).splitlines()[0][:300]}`", ""]
+        if not data.get("headline"):
             lines.append("No headline numbers recorded.")
             continue
         lines += ["| Headline | Value |", "| --- | --- |"]
-        lines += [f"| {k} | {_format(v)} |" for k, v in data.get("headline", {}).items()]
+        lines += [f"| {k} | {_format(v)} |" for k, v in data["headline"].items()]
         if data.get("timings"):
             lines += ["", "| Timing (varies run to run) | Value |", "| --- | --- |"]
             lines += [f"| {k} | {_format(v)} |" for k, v in data["timings"].items()]
@@ -260,8 +273,9 @@ def run_reports(
     Returns
     -------
     list of dict
-        Per notebook: ``name``, ``seconds``, ``error`` (None or the message), ``data`` (the
-        recorded headline) and ``html`` (the path).
+        Per notebook run: ``name``, ``seconds``, ``error`` (None or the message), ``data``
+        (the recorded headline, plus ``seconds``, ``error``, ``ran_at`` and ``smoke``) and
+        ``html`` (the path).
     """
     import nbformat
     import papermill
@@ -269,16 +283,16 @@ def run_reports(
     paths = find_notebooks(notebooks, only)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    started, t_start = datetime.now(timezone.utc), time.perf_counter()
     saved_env = os.environ.pop("LVKIT_SMOKE", None) if not smoke else None
     results: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="lvkit-report-") as tmp:
             for i, path in enumerate(paths, start=1):
                 name = path.stem
-                (folder / f"{name}.json").unlink(missing_ok=True)  # never index stale numbers
+                json_path = folder / f"{name}.json"
+                json_path.unlink(missing_ok=True)  # never index stale numbers
                 log(f"[{i}/{len(paths)}] {name}: running ({'smoke' if smoke else 'full size'})")
-                t0 = time.perf_counter()
+                ran_at, t0 = datetime.now(timezone.utc), time.perf_counter()
                 executed = Path(tmp) / path.name
                 error = None
                 try:
@@ -291,13 +305,31 @@ def run_reports(
                 html = folder / f"{name}.html"
                 if executed.exists():
                     html.write_text(_html(nbformat.read(executed, as_version=4)), encoding="utf-8")
-                json_path = folder / f"{name}.json"
-                data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
+                data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else {"notebook": name}
+                data |= {"seconds": seconds, "error": error, "ran_at": ran_at.isoformat(timespec="seconds"),
+                         "smoke": smoke}
+                json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
                 results.append({"name": name, "seconds": seconds, "error": error, "data": data, "html": html})
                 log(f"[{i}/{len(paths)}] {name}: {'FAILED' if error else 'done'} in {seconds:.0f} s -> {html}")
     finally:
         if saved_env is not None:
             os.environ["LVKIT_SMOKE"] = saved_env
+    write_index(folder, notebooks=notebooks)
+    log(f"wrote {folder / 'index.md'} ({len(results)} run, {sum(r['error'] is not None for r in results)} failed)")
+    return results
+
+
+def write_index(out: str | os.PathLike[str] = "reports", *, notebooks: str | os.PathLike[str] = "notebooks") -> Path:
+    """(Re)write ``<out>/index.md`` from the ``<out>/<name>.json`` of every notebook in ``notebooks``.
+
+    A notebook run on its own (``--only``) updates its entry; the others keep theirs.
+    """
+    folder = Path(out)
+    results = []
+    for path in find_notebooks(notebooks):
+        json_path = folder / f"{path.stem}.json"
+        data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
+        results.append({"name": path.stem, "data": data})
     prints = [r["data"]["fingerprint"] for r in results if r["data"] and r["data"].get("fingerprint")]
     if prints:  # taken inside the kernels, where torch is loaded: a GPU is named if there is one
         fingerprint = next((fp for fp in prints if fp.get("gpu")), prints[0])
@@ -305,8 +337,6 @@ def run_reports(
         from lvkit.eval.throughput import fingerprint as machine
 
         fingerprint = machine()
-    index = render_index(results, smoke=smoke, started=started, seconds=time.perf_counter() - t_start,
-                         fingerprint=fingerprint)
-    (folder / "index.md").write_text(index, encoding="utf-8")
-    log(f"wrote {folder / 'index.md'} ({len(results)} reports, {sum(r['error'] is not None for r in results)} failed)")
-    return results
+    index = folder / "index.md"
+    index.write_text(render_index(results, fingerprint=fingerprint), encoding="utf-8")
+    return index

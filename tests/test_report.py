@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
@@ -53,7 +52,8 @@ def test_run_reports_executes_renders_and_indexes(folder: Path, tmp_path: Path, 
     data = json.loads((out / "01_good.json").read_text())
     assert data["headline"] == {"smoke": False, "env smoke": None, "score": 0.123456}
     assert data["timings"] == {"seconds": 1.5} and data["parameters"] == {"N": 3} and "cpu" in data["fingerprint"]
-    assert not (out / "02_bad.json").exists()  # stale numbers are never indexed
+    bad = json.loads((out / "02_bad.json").read_text())
+    assert "headline" not in bad and "boom" in bad["error"]  # stale numbers are never indexed
     html = (out / "01_good.html").read_text()
     assert "figure-free output" in html and "injected-parameters" in html
     assert "boom" in (out / "02_bad.html").read_text()  # rendered as far as it ran
@@ -66,10 +66,22 @@ def test_run_reports_executes_renders_and_indexes(folder: Path, tmp_path: Path, 
 
 
 def test_smoke_and_only(folder: Path, tmp_path: Path):
-    results = run_reports(tmp_path / "out", notebooks=folder, only=["01"], smoke=True, log=lambda _: None)
+    out = tmp_path / "out"
+    results = run_reports(out, notebooks=folder, only=["01"], smoke=True, log=lambda _: None)
     assert [r["name"] for r in results] == ["01_good"]
-    assert results[0]["data"]["headline"]["smoke"] is True
-    assert "SMOKE sizes" in (tmp_path / "out" / "index.md").read_text()
+    assert results[0]["data"]["headline"]["smoke"] is True and results[0]["data"]["smoke"] is True
+    index = (out / "index.md").read_text()
+    assert "SMOKE sizes** for 01_good" in index and "| 02_bad | not run | | |" in index
+
+
+def test_a_partial_rerun_keeps_the_other_entries(folder: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    run_reports(out, notebooks=folder, log=lambda _: None)
+    before = json.loads((out / "02_bad.json").read_text())
+    run_reports(out, notebooks=folder, only=["01"], log=lambda _: None)
+    index = (out / "index.md").read_text()
+    assert "| [02_bad](02_bad.html) | **failed** |" in index and "| score | 0.1235 |" in index
+    assert json.loads((out / "02_bad.json").read_text()) == before
 
 
 def test_find_notebooks(folder: Path):
@@ -88,11 +100,15 @@ def test_save_headline_converts_numpy(tmp_path: Path):
 
 
 def test_render_index_failure_and_missing_numbers():
-    md = render_index([{"name": "03_x", "seconds": 60.0, "error": "PapermillExecutionError: boom\nmore", "data": None}],
-                      smoke=True, started=datetime(2025, 1, 2, 3, 4, tzinfo=timezone.utc), seconds=60.0,
+    failed = {"notebook": "03_x", "seconds": 60.0, "error": "PapermillExecutionError: boom\nmore", "smoke": True,
+              "ran_at": "2025-01-02T03:04:05+00:00"}
+    later = {"headline": {"n": 3}, "seconds": 30.0, "error": None, "ran_at": "2025-01-03T00:00:00+00:00"}
+    md = render_index([{"name": "03_x", "data": failed}, {"name": "04_y", "data": later}],
                       fingerprint={"cpu": "CPU", "cores": 2, "gpu": "H100", "torch": "2.14.1"})
-    assert "2025-01-02 03:04 UTC" in md and "GPU H100" in md and "torch 2.14.1" in md and "SMOKE sizes" in md
+    assert "2025-01-02 03:04 to 2025-01-03 00:00 UTC, 1.5 minutes" in md
+    assert "GPU H100" in md and "torch 2.14.1" in md and "SMOKE sizes** for 03_x" in md
     assert "Failed: `PapermillExecutionError: boom`" in md and "No headline numbers recorded." in md
+    assert "| n | 3 |" in md
 
 
 def test_cli_report_and_clean(folder: Path, tmp_path: Path):
