@@ -325,12 +325,13 @@ def write_index(out: str | os.PathLike[str] = "reports", *, notebooks: str | os.
     A notebook run on its own (``--only``) updates its entry; the others keep theirs.
     """
     folder = Path(out)
-    results = []
+    results: list[dict[str, Any]] = []
     for path in find_notebooks(notebooks):
         json_path = folder / f"{path.stem}.json"
         data = json.loads(json_path.read_text(encoding="utf-8")) if json_path.exists() else None
         results.append({"name": path.stem, "data": data})
-    prints = [r["data"]["fingerprint"] for r in results if r["data"] and r["data"].get("fingerprint")]
+    prints: list[dict[str, Any]] = [r["data"]["fingerprint"] for r in results
+                                     if r["data"] and r["data"].get("fingerprint")]
     if prints:  # taken inside the kernels, where torch is loaded: a GPU is named if there is one
         fingerprint = next((fp for fp in prints if fp.get("gpu")), prints[0])
     else:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lvkit.backends import write_manifest
 from lvkit.backends._decision import fit_decision, fit_pixel_threshold

@@ -134,7 +134,7 @@ def run(
     (5, True, ['hole', 'normal', 'scratch', 'stain'])
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if hasattr(target, "detect_anomalies") and project is None:
         raise ValueError("project: expected a project name for a client target, got None")
