@@ -31,7 +31,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
 
     import lvkit
     from lvkit import eval as lve
-    from lvkit.datasets import read_label_masks
+    from lvkit.datasets import read_label_masks, union_mask
     from lvkit.datasets.synthetic import generate
 
     started = time.perf_counter()
@@ -92,7 +92,7 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     picks = [df.index[df["truth"] == t][0] for t in sorted(df["truth"].unique())]
     by_path = {str(s.image_path): s for s in test.samples}
     images = [np.asarray(Image.open(df.at[i, "path"]).convert("RGB")) for i in picks]
-    truths = [_union(read_label_masks(by_path[df.at[i, "path"]]), images[k].shape[:2]) for k, i in enumerate(picks)]
+    truths = [union_mask(read_label_masks(by_path[df.at[i, "path"]]), images[k].shape[:2]) for k, i in enumerate(picks)]
     preds = [np.asarray(Image.open(io.BytesIO(df.at[i, "anomaly_mask"])).convert("RGB")) for i in picks]
     titles = [f"{df.at[i, 'truth']}: {'anomalous' if df.at[i, 'is_anomalous'] else 'normal'} "
               f"({df.at[i, 'confidence']:.2f})" for i in picks]
@@ -100,9 +100,3 @@ def run_demo(out: Path, *, category: str = "brick", model: str = "patchcore", de
     print_fn(f"\nwrote {out}/results.csv, mask_iou.csv, summary.json, sheet.png ({summary['seconds']:.0f} s)")
     return summary
 
-
-def _union(masks: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    out = np.zeros(shape, bool)
-    for m in masks.values():
-        out |= m
-    return out

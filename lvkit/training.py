@@ -31,7 +31,7 @@ from tqdm import tqdm
 from lvkit.backends import write_manifest
 from lvkit.backends._decision import fit_decision, fit_pixel_threshold
 from lvkit.backends._regions import RegionLabeler, predicted_regions
-from lvkit.datasets import Dataset, Sample, load, read_label_masks
+from lvkit.datasets import Dataset, Sample, load, read_label_masks, union_mask
 from lvkit.errors import DatasetError, ResourceNotFoundException
 from lvkit.images import MAX_SIDE, MIN_SIDE, to_rgb
 from lvkit.shapes import anomaly_name
@@ -203,7 +203,7 @@ def train(
         decision = fit_decision(scores[:nv], val_y)
         labeler = None
         if labels:
-            true = [_union(read_label_masks(s), maps.shape[1:]) for s in splits["validation"]]
+            true = [union_mask(read_label_masks(s), maps.shape[1:]) for s in splits["validation"]]
             decision = type(decision)(decision.image_threshold, decision.slope,
                                       fit_pixel_threshold(maps[:nv], np.stack(true)))
             examples = []
@@ -235,11 +235,6 @@ def train(
     return str(record.version)
 
 
-def _union(masks: dict[str, npt.NDArray[np.bool_]], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-    out = np.zeros(shape, bool)
-    for m in masks.values():
-        out |= m
-    return out
 
 
 def _performance(y: npt.NDArray[np.int64], pred: npt.NDArray[np.bool_]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lvkit.datasets._masks import color_mask, read_label_masks
+from lvkit.datasets._masks import color_mask, read_label_masks, union_mask
 from lvkit.datasets._records import PALETTE, Dataset, Sample, assign_colors
 from lvkit.datasets.folder import load, load_folder, load_mvtec
 from lvkit.datasets.manifest import load_manifest, write_manifest
@@ -35,6 +35,7 @@ __all__ = [
     "pixel_hash",
     "read_label_masks",
     "Sample",
+    "union_mask",
     "write_manifest",
 ]
 

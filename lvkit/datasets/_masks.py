@@ -148,3 +148,18 @@ def color_mask(
         code = _rgb_code(normalize_hex(colors[label]))
         out[mask] = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
     return out
+
+
+def union_mask(masks: Mapping[str, npt.NDArray[np.bool_]], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """Every label of a :func:`read_label_masks` result together, as one bool mask of ``shape``.
+
+    Examples
+    --------
+    >>> a = np.zeros((2, 2), bool); a[0, 0] = True
+    >>> union_mask({"hole": a, "scratch": a.T}, (2, 2)).sum()
+    np.int64(1)
+    """
+    out = np.zeros(shape, bool)
+    for m in masks.values():
+        out |= m
+    return out
