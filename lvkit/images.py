@@ -10,11 +10,25 @@ Choices where the public material is silent (the same every time):
   (pixels keep their colour, transparency is ignored); 16-bit samples keep their high byte
   (``value >> 8``); CMYK goes through Pillow's CMYK->RGB conversion.
 * EXIF orientation is not applied: width and height are those stored in the file.
+* Metadata Pillow cannot read (an EXIF tag pointing past the end of the file, say) is skipped
+  with the ``UserWarning`` Pillow gives, never refused: the pixels decode the same, and nothing
+  here reads metadata. (Where warnings are errors, as under the test suite, such a warning
+  escaping would turn a decodable image into a 500.)
+* A PNG must run chunk by chunk up to a whole IEND chunk, or it is refused as truncated
+  (``ValidationException``). Pillow stops reading after the image data and accepts a file whose
+  IEND is missing or cut, so an upload cut after its last IDAT chunk would be scored as if it
+  were whole; the PNG specification makes IEND the last chunk of every datastream, which makes it
+  the one sign that the whole file arrived. Bytes after IEND are ignored, as libpng ignores
+  them (it stops reading at IEND): nothing there is part of the image.
+* Memory: pixels are converted in bands of about a million pixels written straight into the
+  output array, with no 64-bit or float64 temporaries, so a request's peak is the image as Pillow
+  decoded it plus the RGB result plus one band: at most about 64 + 48 MB at 4096x4096.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from typing import TYPE_CHECKING
 
@@ -43,6 +57,12 @@ MIN_SIDE = 64
 MAX_SIDE = 4096
 #: default request body limit: datasets allowed 8 MB per image (configurable per service)
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+
+#: to_rgb converts this many pixels at a time (a band of whole rows, at least one row)
+_BAND_PIXELS = 1 << 20
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+#: the type of the last chunk of every PNG
+_IEND = b"IEND"
 
 _MAGIC = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",)}
 
@@ -92,21 +112,89 @@ def check_body(body: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
     return body
 
 
+def check_png_complete(body: bytes) -> None:
+    """Raise ValidationException unless the PNG's chunks run whole up to its IEND chunk.
+
+    Walks the chunk headers only (length, type) from the signature on; bytes after IEND are
+    ignored, as libpng ignores them.
+
+    Examples
+    --------
+    >>> png = encode_png(np.zeros((64, 64, 3), np.uint8))
+    >>> check_png_complete(png + b"trailing bytes")
+    >>> check_png_complete(png[:-12])
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.ValidationException: ... (the PNG is truncated: no IEND chunk); is it truncated or corrupt?
+    """
+    pos, size = len(_MAGIC["image/png"][0]), len(body)
+    while pos + 8 <= size:
+        (length,) = struct.unpack_from(">I", body, pos)
+        end = pos + 12 + length  # length, type, data, CRC
+        if body[pos + 4 : pos + 8] == _IEND:
+            if end <= size:
+                return
+            break
+        pos = end
+    raise ValidationException(
+        "the image could not be decoded (the PNG is truncated: no IEND chunk); is it truncated or corrupt?"
+    )
+
+
 def to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
-    """Convert a decoded Pillow image to RGB uint8 (H, W, 3) by the module's fixed rules."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(image).astype(np.int64)
-        gray = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "F":
-        gray = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA")
-    if mode != "RGB":
-        image = image.convert("RGB")
-    return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy warns on read-only arrays)
+    """Convert a Pillow image to RGB uint8 (H, W, 3) by the module's fixed rules.
+
+    The image is converted in bands of rows written straight into the output, so the only
+    full-size arrays are the decoded image and the result (see the module docstring).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any mode Pillow reads; it is loaded if it is not yet.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), dtype uint8
+        A new, writable, C-contiguous array (``torch.from_numpy`` warns on read-only ones).
+
+    Examples
+    --------
+    >>> gray16 = Image.frombytes("I;16", (2, 1), bytes([0x34, 0x12, 0xFF, 0xFF]))
+    >>> to_rgb(gray16).tolist()
+    [[[18, 18, 18], [255, 255, 255]]]
+    """
+    image.load()
+    width, height = image.size
+    out = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        band = image if (top, bottom) == (0, height) else image.crop((0, top, width, bottom))
+        _band_to_rgb(band, out[top:bottom])
+    return out
+
+
+def _band_to_rgb(band: Image.Image, out: npt.NDArray[np.uint8]) -> None:
+    """Write one band of rows, converted to RGB, into ``out`` (a view into the result)."""
+    mode = band.mode
+    gray: npt.NDArray[np.uint8]
+    if mode in _SIXTEEN_BIT:  # uint16 of either byte order: shift in 16 bits, then narrow
+        gray = (np.asarray(band) >> 8).astype(np.uint8)
+    elif mode == "I":  # int32: clip to the 16-bit range, then keep the high byte
+        gray = (np.clip(np.asarray(band), 0, 65535) >> 8).astype(np.uint8)
+    elif mode == "F":  # float32: clip to 0..255, truncate
+        gray = np.clip(np.asarray(band), 0, 255).astype(np.uint8)
+    elif mode == "L":
+        gray = np.asarray(band)
+    else:
+        if mode in ("P", "PA"):
+            band = band.convert("RGBA")
+        if band.mode != "RGB":
+            band = band.convert("RGB")
+        out[...] = np.asarray(band)
+        return
+    for channel in range(3):  # three strided copies: much faster than broadcasting (H, W, 1)
+        out[:, :, channel] = gray
 
 
 def decode_image(
@@ -133,7 +221,8 @@ def decode_image(
     Raises
     ------
     ValidationException
-        Empty, too large, not the declared type, truncated or corrupt, or a side outside 64..4096.
+        Empty, too large, not the declared type, truncated or corrupt (a PNG without its IEND
+        chunk included), or a side outside 64..4096.
 
     Examples
     --------
@@ -152,8 +241,11 @@ def decode_image(
         what = f"its bytes are {actual}" if actual else "its bytes are neither PNG nor JPEG"
         kind = content_type.split("/")[1].upper()
         raise ValidationException(f"ContentType is {content_type} but the body is not a {kind} image ({what})")
+    if actual == "image/png":
+        check_png_complete(body)
     try:
         with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # unreadable metadata
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(body))
             width, height = image.size
