@@ -234,6 +234,17 @@ def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], cle
               help="Seconds after which an idle worker above MinInferenceUnits stops.")
 @click.option("--max-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
               help="DetectAnomalies body limit.")
+@click.option("--max-inflight-bytes", default=256 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+              help="Request body bytes the server holds at once; beyond it a request gets ThrottlingException "
+                   "(429) before its body is read. At least the largest body limit.")
+@click.option("--body-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request body may take to arrive in all.")
+@click.option("--body-idle-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request body may go without a byte arriving; a stalled upload is answered and "
+                   "its connection closed.")
+@click.option("--max-inference-units", default=None, type=click.IntRange(min=1),
+              help="Most inference units (model workers) of all hosted versions together (default: from the "
+                   "CPU cores).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -242,7 +253,8 @@ def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], cle
               help="CPU threads each torch operation may use (sets OMP_NUM_THREADS before torch loads); "
                    "on CPU, cores divided by inference units avoids oversubscription.")
 def serve(host: str, port: int, home: str | None, credentials_file: str | None, insecure: bool, max_queue: int,
-          max_batch: int, idle_timeout: float, max_bytes: int, device: str, log_level: str,
+          max_batch: int, idle_timeout: float, max_bytes: int, max_inflight_bytes: int, body_timeout: float,
+          body_idle_timeout: float, max_inference_units: int | None, device: str, log_level: str,
           access_log: bool, torch_threads: int | None) -> None:
     """Serve the Lookout for Vision REST API over HTTP (boto3 clients point endpoint_url here)."""
     import os
@@ -265,7 +277,9 @@ def serve(host: str, port: int, home: str | None, credentials_file: str | None, 
     click.echo(f"  boto3: AWS_ENDPOINT_URL_LOOKOUTVISION={url}  AWS_DATA_PATH=$(lvkit aws-data-path)", err=True)
     run(home, host=host, port=port, credentials=credentials or None, insecure=insecure,
         hosting=HostingOptions(max_queue=max_queue, max_batch=max_batch, idle_timeout=idle_timeout),
-        max_bytes=max_bytes, device=device, log_level=log_level, access_log=access_log)
+        max_bytes=max_bytes, device=device, log_level=log_level, access_log=access_log,
+        max_body_bytes_in_flight=max_inflight_bytes, body_timeout=body_timeout, body_idle_timeout=body_idle_timeout,
+        max_inference_units=max_inference_units)
 
 
 @main.command("aws-data-path")

@@ -6,14 +6,18 @@ signature with ``botocore.auth.SigV4Auth`` and the secret of the access key name
 ``Authorization`` header, and compares with ``hmac.compare_digest``. Refusals are
 AccessDeniedException (403): no or malformed Authorization, unknown access key, a date more
 than 15 minutes from the server's clock, a credential scope for another service or date, a
-payload hash that does not match the body, a wrong signature.
+payload hash that does not match the body, a wrong signature. An unknown access key, a payload
+hash that does not match and a wrong signature get the same message, and the key is checked
+after everything else that needs no secret, so a client cannot learn which keys exist; the
+server's log (logger ``lvkit.server``) says which it was, with the request id.
 
 Choices: any region in the credential scope is accepted (the signature covers it);
 ``UNSIGNED-PAYLOAD`` is refused; presigned URLs (query-string auth) are not supported.
 
 Credentials come from a file (:func:`load_credentials`): the AWS shared-credentials INI format
 (every section with ``aws_access_key_id`` and ``aws_secret_access_key``) or lines
-``ACCESS_KEY_ID:SECRET``; or from ``$LVKIT_ACCESS_KEYS`` (``ID:SECRET,ID:SECRET``).
+``ACCESS_KEY_ID:SECRET``; or from ``$LVKIT_ACCESS_KEYS`` (``ID:SECRET,ID:SECRET``). Errors
+in them name the line, never its content (a secret may be on it).
 
 Imports ``lvkit.errors`` and botocore only.
 """
@@ -24,6 +28,7 @@ import configparser
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import os
 import re
 import time
@@ -39,8 +44,13 @@ from lvkit.errors import AccessDeniedException
 
 __all__ = ["SigV4Verifier", "load_credentials"]
 
+logger = logging.getLogger("lvkit.server")
+
 #: how far a request's date may be from the server's clock
 MAX_SKEW_SECONDS = 15 * 60
+#: the answer to an unknown access key and to a wrong signature alike
+BAD_SIGNATURE = ("the request signature does not match: check the access key id, the secret access key "
+                 "and the signing method")
 
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=([^/\s,]+)/(\d{8})/([^/\s,]+)/([^/\s,]+)/aws4_request\s*,\s*"
@@ -60,22 +70,29 @@ def load_credentials(path: str | os.PathLike[str] | None = None, *, env: Mapping
     env = os.environ if env is None else env
     keys: dict[str, str] = {}
     if path is not None:
-        text = Path(path).read_text()
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not UTF-8 text") from None
         if re.search(r"^\s*\[", text, re.MULTILINE):
-            parser = configparser.ConfigParser()
-            parser.read_string(text)
+            parser = configparser.ConfigParser(interpolation=None)  # a '%' in a secret is a '%'
+            try:
+                parser.read_string(text)
+            except configparser.Error as exc:  # its message quotes the line: say where, not what
+                raise ValueError(f"{path}: not a credentials INI file ({type(exc).__name__}"
+                                 f"{_ini_line(exc)})") from None
             for section in parser.sections():
                 kid = parser[section].get("aws_access_key_id")
                 secret = parser[section].get("aws_secret_access_key")
                 if kid and secret:
                     keys[kid.strip()] = secret.strip()
         else:
-            for line in text.splitlines():
+            for number, line in enumerate(text.splitlines(), 1):
                 line = line.strip()
                 if line and not line.startswith("#"):
                     kid, sep, secret = line.partition(":")
                     if not sep or not kid.strip() or not secret.strip():
-                        raise ValueError(f"{path}: expected lines ACCESS_KEY_ID:SECRET, got {line[:20]!r}...")
+                        raise ValueError(f"{path}: line {number} is not of the form ACCESS_KEY_ID:SECRET")
                     keys[kid.strip()] = secret.strip()
         if not keys:
             raise ValueError(f"{path}: no access keys found")
@@ -85,6 +102,13 @@ def load_credentials(path: str | os.PathLike[str] | None = None, *, env: Mapping
             raise ValueError("LVKIT_ACCESS_KEYS must be ID:SECRET[,ID:SECRET...]")
         keys[kid] = secret
     return keys
+
+
+def _ini_line(exc: configparser.Error) -> str:
+    """`` at line N`` for a configparser error that knows its line."""
+    errors = getattr(exc, "errors", None)  # ParsingError: [(lineno, line), ...]
+    number = errors[0][0] if errors else getattr(exc, "lineno", None)
+    return f" at line {number}" if isinstance(number, int) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +143,11 @@ class SigV4Verifier:
         self.service = service
         self.clock = clock
 
-    def precheck(self, headers: Mapping[str, str]) -> _Authorization:
-        """Check what needs no body: the Authorization header, the key, the date."""
+    def precheck(self, headers: Mapping[str, str], *, request_id: str = "-") -> _Authorization:
+        """Check what needs no body: the Authorization header, the date, the key (last).
+
+        ``request_id`` only labels the server's log line for a refused key.
+        """
         header = headers.get("authorization")
         if not header:
             raise AccessDeniedException("the request is not signed: this server requires SigV4 "
@@ -129,8 +156,6 @@ class SigV4Verifier:
         if match is None:
             raise AccessDeniedException("the Authorization header is not a SigV4 (AWS4-HMAC-SHA256) signature")
         key, date, region, service, signed, signature = match.groups()
-        if key not in self.credentials:
-            raise AccessDeniedException(f"the access key {key!r} is not known to this server")
         if service != self.service:
             raise AccessDeniedException(f"the credential scope names service {service!r}, expected {self.service!r}")
         timestamp = headers.get("x-amz-date", "")
@@ -148,10 +173,16 @@ class SigV4Verifier:
         names = tuple(signed.split(";"))
         if "host" not in names or "x-amz-date" not in names:
             raise AccessDeniedException("the signature must cover the host and x-amz-date headers")
+        missing = [name for name in names if name not in headers]
+        if missing:
+            raise AccessDeniedException(f"signed headers are missing from the request: {sorted(missing)}")
+        if key not in self.credentials:  # last, and the answer to a wrong signature
+            logger.warning("request %s: SigV4 refused: the access key %r is not known", request_id, key)
+            raise AccessDeniedException(BAD_SIGNATURE)
         return _Authorization(key, date, region, service, names, signature, timestamp)
 
     def verify(self, auth: _Authorization, *, method: str, url: str, headers: Sequence[tuple[str, str]],
-               body: bytes) -> None:
+               body: bytes, request_id: str = "-") -> None:
         """Recompute the signature of the request as sent; AccessDeniedException when it differs.
 
         ``url`` is ``http://host`` plus the path and query string exactly as they came over
@@ -163,7 +194,8 @@ class SigV4Verifier:
             raise AccessDeniedException(f"signed headers are missing from the request: {sorted(missing)}")
         declared = dict(signed).get("x-amz-content-sha256")
         if declared is not None and not hmac.compare_digest(declared, hashlib.sha256(body).hexdigest()):
-            raise AccessDeniedException("X-Amz-Content-SHA256 does not match the body")
+            logger.warning("request %s: SigV4 refused: X-Amz-Content-SHA256 does not match the body", request_id)
+            raise AccessDeniedException(BAD_SIGNATURE)
         request = AWSRequest(method=method, url=url, data=body)
         for name, value in signed:
             request.headers[name] = value  # an HTTPMessage: repeated names keep every value
@@ -172,5 +204,6 @@ class SigV4Verifier:
                            auth.region)
         expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
         if not hmac.compare_digest(expected, auth.signature):
-            raise AccessDeniedException(
-                "the request signature does not match: check the secret access key and signing method")
+            logger.warning("request %s: SigV4 refused: a wrong signature for the access key %r", request_id,
+                           auth.access_key)
+            raise AccessDeniedException(BAD_SIGNATURE)

@@ -15,13 +15,24 @@ Choices where the public material is silent:
 
 * An unknown path answers 404 and a known path with another method 405 (with ``Allow``), both
   as ``UnknownOperationException`` in the same error form, never an HTML page.
-* A body that is not a JSON object, or a query parameter that is not a number where one is
-  expected, is a ValidationException.
+* Every malformed JSON body is a ValidationException, never a 500: not UTF-8, not JSON, not
+  an object, nested too deeply, duplicate keys, ``NaN``/``Infinity``, numbers beyond 64 bits or
+  a float's range, lone surrogates, a member of the wrong JSON type (``MinInferenceUnits`` must
+  be a 32-bit integer, ``ProjectName`` a string, ``Tags`` a list of ``{"Key", "Value"}``
+  strings). A query parameter that is not a number where one is expected is one too.
 * Request bodies are limited before they are read whole: DetectAnomalies to the service's
   ``max_bytes`` (default 8 MiB), other operations to 1 MiB. ``Content-Length`` is checked
   first, then the stream is counted as it arrives.
+* Memory for bodies is bounded server-wide: a request reserves its ``Content-Length`` (its
+  operation's limit when the length is not declared) from ``max_body_bytes_in_flight``
+  (default 256 MiB) until it is answered; when that would exceed the budget it is answered
+  ThrottlingException (429, ``Retry-After: 1``) before its body is read. A body must arrive
+  within ``body_timeout`` seconds (default 120) with no gap over ``body_idle_timeout``
+  (default 15): a stalled upload is answered ValidationException and its connection closed.
 * With credentials, SigV4 is checked on every operation (``lvkit.server._sigv4``) before the
   body is read (key, date) and after (signature).
+* A failure that is not an API error answers InternalServerException with a generic message
+  and the request id; the details go to the server's log under the same id.
 
 Must not import torch or anything that runs models; imports the service core and Starlette.
 """
@@ -32,6 +43,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -40,21 +53,31 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from lvkit.client import tags_from_wire
-from lvkit.errors import InternalServerException, LookoutVisionError, ValidationException
+from lvkit.errors import (InternalServerException, LookoutVisionError, LvkitError, ThrottlingException,
+                          ValidationException)
 from lvkit.server._sigv4 import SigV4Verifier
 from lvkit.service import LookoutVisionService
 
-__all__ = ["JSON_BODY_LIMIT", "create_app", "render_error"]
+__all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT", "create_app",
+           "render_error"]
 
 logger = logging.getLogger("lvkit.server")
 
 #: body limit of the operations that take JSON
 JSON_BODY_LIMIT = 1024 * 1024
+#: default budget of request body bytes the server holds at once (32 DetectAnomalies bodies of 8 MiB)
+MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+#: default seconds a whole body may take to arrive (8 MiB at about 0.5 Mbit/s)
+BODY_TIMEOUT = 120.0
+#: default seconds a body may go without a byte arriving
+BODY_IDLE_TIMEOUT = 15.0
+#: seconds a client refused for the body budget is told to wait (``Retry-After``)
+_BUDGET_RETRY_AFTER = 1
 
 _P = "/2020-11-20/projects"
 _M = _P + "/{projectName}/models/{modelVersion}"
@@ -63,7 +86,7 @@ _T = "/2020-11-20/tags/{resourceArn:path}"
 
 # -- wire helpers ---------------------------------------------------------------------------
 def _json(data: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(data, separators=(",", ":")).encode()  # ASCII escapes: any str encodes
     return Response(body, status_code=status, headers=dict(headers or {}), media_type="application/json")
 
 
@@ -80,21 +103,150 @@ def render_error(exc: LookoutVisionError) -> Response:
                   {"Retry-After": str(int(retry))} if retry is not None else None)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with ValidationException as soon as it is known to exceed ``limit``."""
+class _BodyBudget:
+    """The bytes of request bodies the server holds at once, received or being served."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit; a request of no body always fits."""
+        with self._lock:
+            if size and self.in_use + size > self.capacity:
+                return False
+            self.in_use += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.in_use -= size
+
+
+def _declared_size(request: Request, limit: int) -> int:
+    """The body size to reserve: ``Content-Length``, ``limit`` when chunked, 0 for no body.
+
+    ValidationException when the declared length already exceeds ``limit``.
+    """
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ValidationException(f"Content-Length {length[:32]!r} is not a number of bytes")
         if int(length) > limit:
             raise ValidationException(f"Body is {int(length):,} bytes; the limit is {limit:,} bytes")
+        return int(length)
+    return limit if "chunked" in request.headers.get("transfer-encoding", "").lower() else 0
+
+
+async def _read_body(request: Request, limit: int, *, timeout: float, idle_timeout: float) -> bytes:
+    """The body, refused with ValidationException as soon as it is known to exceed ``limit``.
+
+    Raises TimeoutError when the whole body takes over ``timeout`` seconds or no byte comes
+    for ``idle_timeout`` seconds, ClientDisconnect when the client goes away.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     chunks, total = [], 0
-    async for chunk in request.stream():
+    while True:
+        wait = min(idle_timeout, deadline - loop.time())
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(request.receive(), wait)
+        except asyncio.TimeoutError:
+            why = (f"no byte of it came for {idle_timeout:g} seconds" if wait == idle_timeout
+                   else f"it took more than {timeout:g} seconds")
+            raise TimeoutError(f"the request body did not arrive in time: {why} ({total:,} bytes came)") from None
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         total += len(chunk)
         if total > limit:
             raise ValidationException(f"Body is more than {limit:,} bytes; the limit is {limit:,} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+# -- JSON bodies: every malformed one a ValidationException -------------------------------
+def _json_kind(value: object) -> str:
+    """The JSON type of a parsed value, for messages."""
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+             dict: "an object"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19 or not -2**63 <= int(text) < 2**63:  # length first: int() of 4,000 digits
+        raise ValidationException(f"the request body holds the number {text[:24]}..., beyond 64 bits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValidationException(f"the request body holds the number {text[:24]}, beyond a float's range")
+    return value
+
+
+def _parse_constant(name: str) -> float:
+    raise ValidationException(f"the request body holds {name}, which is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValidationException(f"the request body repeats the key {key[:64]!r} in one object")
+        out[key] = value
+    return out
+
+
+def _check_text(data: object) -> None:
+    """Every string encodes as UTF-8 (JSON's ``\\ud800`` escapes can make lone surrogates)."""
+    stack = [data]
+    while stack:  # a loop, not recursion: the parser allows deep nesting
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ValidationException("the request body holds a string with a lone surrogate "
+                                          "(a \\uD800-\\uDFFF escape outside a pair)") from None
+        elif isinstance(item, dict):
+            stack += [*item, *item.values()]
+        elif isinstance(item, list):
+            stack += item
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """A request's JSON object; ValidationException for anything else, never another error.
+
+    >>> parse_json_body(b'{"MinInferenceUnits": 1}')
+    {'MinInferenceUnits': 1}
+    >>> parse_json_body(b'{"a": 1, "a": 2}')
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.ValidationException: ... the request body repeats the key 'a' in one object
+    """
+    if not body.strip():
+        return {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationException(f"the request body is not UTF-8 text (byte {exc.start} is not)") from None
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
+                          object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValidationException("the request body nests arrays or objects too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or int() past its digit limit
+        raise ValidationException(f"the request body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ValidationException("the request body must be a JSON object")
+    _check_text(data)
+    return data
 
 
 @dataclass
@@ -124,15 +276,34 @@ class Call:
             raise ValidationException(f"{field} must be an integer, got {value[:32]!r}") from None
 
     def json(self) -> dict[str, Any]:
-        if not self.body.strip():
-            return {}
-        try:
-            data = json.loads(self.body)
-        except ValueError as exc:
-            raise ValidationException(f"the request body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ValidationException("the request body must be a JSON object")
-        return data
+        return parse_json_body(self.body)
+
+    def string(self, body: Mapping[str, Any], name: str) -> str | None:
+        """Member ``name`` of ``body``: a string, or None when absent or null."""
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValidationException(f"{name} must be a string, got {_json_kind(value)}")
+        return value
+
+    def integer(self, body: Mapping[str, Any], name: str) -> int | None:
+        """Member ``name`` of ``body``: a 32-bit integer (the API's Integer), or None when absent or null."""
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationException(f"{name} must be an integer, got {_json_kind(value)}")
+        if not -2**31 <= value < 2**31:
+            raise ValidationException(f"{name} must be a 32-bit integer, got {value}")
+        return value
+
+    def tags(self, body: Mapping[str, Any]) -> dict[str, str]:
+        """Member ``Tags``: a list of ``{"Key": string, "Value": string}``."""
+        tags = body.get("Tags")
+        if isinstance(tags, list) and not all(
+                isinstance(t, dict) and isinstance(t.get("Key"), str) and isinstance(t.get("Value"), str)
+                for t in tags):
+            raise ValidationException('Tags must be a list of {"Key": string, "Value": string}')
+        return tags_from_wire(tags)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a (blocking) service method off the event loop."""
@@ -141,7 +312,7 @@ class Call:
 
 # -- handlers: one service call each --------------------------------------------------------
 async def create_project(call: Call) -> Response:
-    p = await call.run(call.service.create_project, call.json().get("ProjectName"),
+    p = await call.run(call.service.create_project, call.string(call.json(), "ProjectName"),
                        client_token=call.header("x-amzn-client-token"))
     return _json({"ProjectMetadata": p.to_wire(metadata=True)})
 
@@ -180,7 +351,8 @@ async def describe_model(call: Call) -> Response:
 async def start_model(call: Call) -> Response:
     body = call.json()
     status = await call.run(call.service.start_model, call.param("projectName"), call.param("modelVersion"),
-                            body.get("MinInferenceUnits"), max_inference_units=body.get("MaxInferenceUnits"),
+                            call.integer(body, "MinInferenceUnits"),
+                            max_inference_units=call.integer(body, "MaxInferenceUnits"),
                             client_token=call.header("x-amzn-client-token"))
     return _json({"Status": status}, 202)
 
@@ -199,7 +371,7 @@ async def detect_anomalies(call: Call) -> Response:
 
 
 async def tag_resource(call: Call) -> Response:
-    tags = tags_from_wire(call.json().get("Tags"))
+    tags = call.tags(call.json())
     await call.run(call.service.tag_resource, call.param("resourceArn"), tags)
     return _json({})
 
@@ -239,6 +411,9 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
 class _State:
     service: LookoutVisionService
     verifier: SigV4Verifier | None
+    budget: _BodyBudget
+    body_timeout: float = BODY_TIMEOUT
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT
 
 
 def _wire_url(request: Request) -> str:
@@ -251,20 +426,45 @@ def _wire_url(request: Request) -> str:
 def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         state: _State = request.app.state.lvkit
+        request_id = str(uuid.uuid4())
+        held, close = 0, False
         try:
-            auth = state.verifier.precheck(request.headers) if state.verifier else None
+            auth = state.verifier.precheck(request.headers, request_id=request_id) if state.verifier else None
             limit = state.service.max_bytes if operation == "DetectAnomalies" else JSON_BODY_LIMIT
-            body = await _read_body(request, limit)
+            size = _declared_size(request, limit)
+            if not state.budget.reserve(size):
+                logger.info("request %s: %s refused: %s body bytes in flight, the budget is %s", request_id,
+                            operation, f"{state.budget.in_use:,}", f"{state.budget.capacity:,}")
+                raise ThrottlingException("the server is receiving too many request bodies at once; "
+                                          f"retry after {_BUDGET_RETRY_AFTER} second",
+                                          retry_after_seconds=_BUDGET_RETRY_AFTER, operation_name=operation)
+            held = size
+            try:
+                body = await _read_body(request, limit, timeout=state.body_timeout,
+                                        idle_timeout=state.body_idle_timeout)
+            except TimeoutError as exc:
+                close = True  # the client stalled: end the connection, not only the request
+                logger.info("request %s: %s: %s", request_id, operation, exc)
+                raise ValidationException(str(exc), operation_name=operation) from None
             if state.verifier is not None and auth is not None:
                 state.verifier.verify(auth, method=request.method, url=_wire_url(request),
-                                      headers=request.headers.items(), body=body)
+                                      headers=request.headers.items(), body=body, request_id=request_id)
             response = await handler(Call(state.service, request, body))
         except LookoutVisionError as exc:
             response = render_error(exc)
-        except Exception as exc:  # the catch-all: logged, answered as the contract's 500
-            logger.exception("%s failed", operation)
-            response = render_error(InternalServerException(f"{operation} failed: {type(exc).__name__}: {exc}"))
-        response.headers["x-amzn-RequestId"] = str(uuid.uuid4())
+        except ClientDisconnect:  # nobody to answer; the response below goes nowhere
+            logger.info("request %s: %s: the client went away while sending the body", request_id, operation)
+            response, close = render_error(ValidationException("the client disconnected")), True
+        except Exception:  # the catch-all: the details to the log, a generic 500 to the client
+            logger.exception("request %s: %s failed", request_id, operation)
+            response = render_error(InternalServerException(
+                f"{operation} failed on an internal error (request id {request_id}); "
+                "the server's log has the details"))
+        finally:
+            state.budget.release(held)
+        response.headers["x-amzn-RequestId"] = request_id
+        if close:
+            response.headers["Connection"] = "close"
         return response
 
     endpoint.__name__ = operation
@@ -284,7 +484,8 @@ async def _unknown_route(request: Request, exc: Exception) -> Response:
 
 
 def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] | None = None,
-               rehost: bool = True) -> Starlette:
+               rehost: bool = True, max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT,
+               body_timeout: float = BODY_TIMEOUT, body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> Starlette:
     """The ASGI app serving ``service``'s operations over HTTP.
 
     Parameters
@@ -296,6 +497,14 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
         Access key id -> secret; when given every request must carry a valid SigV4 signature.
     rehost : bool, default True
         At startup, host again the versions the store says are HOSTED (``service.rehost()``).
+    max_body_bytes_in_flight : int, default 256 MiB
+        Request body bytes the server holds at once (each request reserves its
+        ``Content-Length``, or its operation's limit when undeclared, until it is answered);
+        a request that does not fit is answered ThrottlingException (429) before its body is
+        read. At least the largest body limit (``service.max_bytes`` and 1 MiB).
+    body_timeout, body_idle_timeout : float, default 120 and 15
+        Seconds a whole request body may take to arrive, and may go without a byte arriving;
+        past either the request is answered ValidationException and its connection closed.
 
     Examples
     --------
@@ -306,6 +515,12 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
     >>> r.status_code, r.headers["x-amzn-ErrorType"], r.json()["ResourceType"]
     (404, 'ResourceNotFoundException', 'PROJECT')
     """
+    largest = max(service.max_bytes, JSON_BODY_LIMIT)
+    if max_body_bytes_in_flight < largest:
+        raise LvkitError(f"the body budget ({max_body_bytes_in_flight:,} bytes in flight) must hold at least "
+                         f"one body of the largest limit ({largest:,} bytes)")
+    if not (body_timeout > 0 and body_idle_timeout > 0):
+        raise LvkitError(f"body timeouts must be positive, got {body_timeout} and {body_idle_timeout}")
     verifier = SigV4Verifier(credentials) if credentials else None
 
     @contextlib.asynccontextmanager
@@ -319,5 +534,6 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
     routes = [Route(path, _endpoint(op, handler), methods=[method]) for method, path, op, handler in ROUTES]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _unknown_route}, lifespan=lifespan)
     app.router.redirect_slashes = False  # "/projects/" is an unknown route, not a redirect
-    app.state.lvkit = _State(service, verifier)
+    app.state.lvkit = _State(service, verifier, _BodyBudget(max_body_bytes_in_flight), body_timeout,
+                             body_idle_timeout)
     return app

@@ -211,14 +211,18 @@ def test_body_limits(demo_home):
     assert "the limit is 1,048,576 bytes" in assert_error(r, 400, "ValidationException")["message"]
 
 
-def test_a_service_crash_is_a_logged_500(api, caplog, monkeypatch):
+def test_a_service_crash_is_a_logged_500_that_tells_the_client_nothing(api, caplog, monkeypatch):
     def crash(*args, **kwargs):
-        raise KeyError("lost")
+        raise FileNotFoundError(2, "No such file or directory", "/srv/secret/home/store.sqlite")
 
     monkeypatch.setattr(api.app.state.lvkit.service, "list_projects", crash)
-    body = assert_error(api.get(P), 500, "InternalServerException")
-    assert "ListProjects failed: KeyError" in body["message"]
-    assert any("ListProjects failed" in r.getMessage() for r in caplog.records)
+    r = api.get(P)
+    body = assert_error(r, 500, "InternalServerException")
+    request_id = r.headers["x-amzn-RequestId"]
+    assert "/srv/secret" not in r.text and "FileNotFoundError" not in r.text
+    assert body["message"].startswith("ListProjects failed on an internal error") and request_id in body["message"]
+    [record] = [r for r in caplog.records if "ListProjects failed" in r.getMessage()]
+    assert request_id in record.getMessage() and "/srv/secret/home/store.sqlite" in str(record.exc_info[1])
 
 
 def test_lifespan_hosts_again_what_was_hosted(demo_home, dark):

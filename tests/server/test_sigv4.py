@@ -44,10 +44,13 @@ def test_signed_requests_are_accepted(secured, dark):
     assert len(pages) == 2  # nextToken in the signed query
 
 
-def test_wrong_secret_unknown_key_and_unsigned_are_refused(secured):
+def test_wrong_secret_unknown_key_and_unsigned_are_refused(secured, caplog):
     refused(boto(secured.url, aws_access_key_id=KEY_ID, aws_secret_access_key="wrong"), "signature does not match")
-    refused(boto(secured.url, aws_access_key_id="AKIDNOBODY", aws_secret_access_key=SECRET), "not known")
+    refused(boto(secured.url, aws_access_key_id="AKIDNOBODY", aws_secret_access_key=SECRET), "signature does not match")
     refused(boto(secured.url, config=Config(signature_version=UNSIGNED)), "not signed")
+    logged = [r.getMessage() for r in caplog.records if "SigV4 refused" in r.getMessage()]
+    assert "wrong signature for the access key 'AKIDLVKITTEST'" in logged[0]
+    assert "the access key 'AKIDNOBODY' is not known" in logged[1]
 
 
 def test_old_dates_are_refused(secured):
