@@ -26,6 +26,8 @@ This module imports nothing from lvkit.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -44,9 +46,27 @@ __all__ = [
     "UndefinedMetricWarning",
     "ValidationException",
     "API_ERRORS",
+    "redact_paths",
 ]
 
 RESOURCE_TYPES = ("PROJECT", "DATASET", "MODEL", "TRIAL", "MODEL_PACKAGE_JOB")
+
+#: an absolute path in a message (``/a/b/c``); see :func:`redact_paths`
+_ABS_PATH = re.compile(r"(?<![\w.~$])/(?:[^\s'\"`:;,()\[\]{}<>/]+/)+([^\s'\"`:;,()\[\]{}<>/]*)")
+
+
+def redact_paths(text: str, *, home: str | None = None) -> str:
+    """``text`` fit to send to a client: server paths never leave the server.
+
+    ``home`` (the store's folder) becomes ``$LVKIT_HOME``; any other absolute path keeps only
+    its last part.
+
+    >>> redact_paths("no /srv/lv/artifacts/p/1/lvkit.json nor /etc/x/y.bin", home="/srv/lv")
+    'no $LVKIT_HOME/artifacts/p/1/lvkit.json nor …/y.bin'
+    """
+    if home and len(home) > 1:
+        text = text.replace(home.rstrip("/"), "$LVKIT_HOME")
+    return _ABS_PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
 class LvkitError(Exception):

@@ -28,7 +28,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lvkit.errors import ConflictException, InternalServerException, LookoutVisionError, ThrottlingException
+from lvkit.errors import (
+    ConflictException,
+    InternalServerException,
+    LookoutVisionError,
+    ThrottlingException,
+    redact_paths,
+)
 
 if TYPE_CHECKING:
     from lvkit.backends import Backend
@@ -63,7 +69,7 @@ class HostingOptions:
 def _internal(exc: BaseException) -> LookoutVisionError:
     if isinstance(exc, LookoutVisionError):
         return exc
-    error = InternalServerException(f"the model failed on this image: {type(exc).__name__}: {exc}")
+    error = InternalServerException(redact_paths(f"the model failed on this image: {type(exc).__name__}: {exc}"))
     error.__cause__ = exc
     return error
 
@@ -170,9 +176,13 @@ class ModelPool:
         self._seconds_per_item = 0.0  # moving average, for Retry-After
         self.served = 0
         self.batches = 0
-        with self._cond:
-            for _ in range(min_units):
-                self._spawn()
+        try:
+            with self._cond:
+                for _ in range(min_units):
+                    self._spawn()
+        except BaseException:  # the host refused a thread: stop those we started, leak nothing
+            self.close(timeout=5.0)
+            raise
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -217,7 +227,12 @@ class ModelPool:
                     retry_after_seconds=self._retry_after(), service_code="lookoutvision")
             self._queue.append((body, content_type, future))
             if len(self._queue) > len(self._threads) - self._busy and len(self._threads) < self.max_units:
-                self._spawn()
+                try:
+                    self._spawn()
+                except RuntimeError:  # the host refused another thread: the running workers take it
+                    if not self._threads:
+                        self._queue.pop()
+                        raise
             self._cond.notify()
         return future
 
@@ -240,7 +255,11 @@ class ModelPool:
     def _spawn(self) -> None:  # with self._cond held
         thread = threading.Thread(target=self._work, name=f"lvkit-unit-{self.name}", daemon=True)
         self._threads.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            self._threads.discard(thread)
+            raise
 
     def _take(self) -> list[tuple[bytes, ContentType, Future[DetectAnomalyResult]]] | None:
         """The next batch, or None when this worker should stop."""

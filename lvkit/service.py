@@ -22,9 +22,24 @@ server) each hosted version gets a :class:`~lvkit.hosting.ModelPool`: MinInferen
 worker threads, up to MaxInferenceUnits under load, a bounded queue (ThrottlingException when
 full) and dynamic batching.
 
-Idempotency. CreateProject, StartModel and StopModel with a ClientToken act once: a repeat
-with the same token and request returns the first response; the same token with another
-request is a ConflictException.
+Idempotency. CreateProject, DeleteProject, StartModel and StopModel with a ClientToken act
+once: a repeat with the same token and request returns the first response (for 8 hours,
+:data:`~lvkit.store.TOKEN_TTL_SECONDS`); the same token with another request is a
+ConflictException. The token is stored in the transaction that makes the change
+(:meth:`~lvkit.store.Store.remember`), so it holds across crashes and processes.
+
+Locks. Lock order, never reversed: ``self._lock`` (the table of per-version locks), then a
+version's lock, then the store's lock. The store's lock is held only for database work, never
+while waiting for a model, a pool or a thread; joins (``wait=True``) happen with no lock held.
+
+Quota. MinInferenceUnits/MaxInferenceUnits are worker threads: the versions this process
+hosts may reserve at most ``max_inference_units`` units together (MaxInferenceUnits, or
+MinInferenceUnits without it; default :func:`default_max_inference_units`, 4 per core and at
+least 8). Beyond it StartModel answers ServiceQuotaExceededException (402), as the service
+did for its inference-unit quota. Anything that fails while a version is being hosted ends in
+HOSTING_FAILED with the reason in StatusMessage, and frees what it took.
+
+Messages sent to clients never carry server paths (:meth:`~lvkit.store.Store.redact`).
 
 Choices where the public material is silent:
 
@@ -46,8 +61,10 @@ Not emulated: KMS, S3 output, datasets and training over the API (``lvkit.train`
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
+import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -74,19 +91,31 @@ from lvkit.validation import (
 )
 
 if TYPE_CHECKING:
-    import os
     from concurrent.futures import Future
 
     from lvkit.shapes import DetectAnomalyResult
 
-__all__ = ["LookoutVisionService"]
+__all__ = ["LookoutVisionService", "default_max_inference_units"]
 
 Key = tuple[str, int]
 
 #: most tags on one resource
 MAX_TAGS = 200
-_TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
 _ARN = re.compile(r"^arn:aws:lookoutvision:([^:]*):([^:]*):(project/([^/]+)|model/([^/]+)/([^/]+))$")
+_ARN_VERSION = re.compile(r"^[1-9][0-9]{0,9}$", re.ASCII)
+
+
+def default_max_inference_units() -> int:
+    """The default inference-unit quota of one serving process: 4 per core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+def _tag_text(text: str) -> bool:
+    """The contract's tag pattern ``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$``: letters, separators, numbers
+    and ``_.:/=+-@``. Control characters (``\\n``, ``\\t``) are refused; the line and paragraph
+    separators U+2028/U+2029 are in ``\\p{Z}`` and so, to the letter of the pattern, allowed."""
+    return all(c in _TAG_PUNCTUATION or unicodedata.category(c)[0] in "LZN" for c in text)
 
 
 class LookoutVisionService:
@@ -107,6 +136,9 @@ class LookoutVisionService:
     hosting : HostingOptions or None, default None
         None runs the model in the caller's thread (in process); options give each hosted
         version worker threads, a bounded queue and batching (``lvkit serve``).
+    max_inference_units : int, optional
+        The most inference units the versions hosted by this service may reserve together;
+        default :func:`default_max_inference_units`.
     """
 
     def __init__(
@@ -118,8 +150,13 @@ class LookoutVisionService:
         wait: bool = True,
         loader: Callable[..., Backend] = load_backend,
         hosting: HostingOptions | None = None,
+        max_inference_units: int | None = None,
     ) -> None:
+        if max_inference_units is not None and max_inference_units < 1:
+            raise ValueError(f"max_inference_units must be >= 1, got {max_inference_units}")
         self.store = store if isinstance(store, Store) else Store(store)
+        self.max_inference_units = max_inference_units or default_max_inference_units()
+        self._units: dict[Key, int] = {}  # inference units reserved per version, under self._lock
         self.device = device
         self.max_bytes = max_bytes
         self.wait = wait
@@ -141,7 +178,7 @@ class LookoutVisionService:
 
         rec = run() if token is None else self.store.remember(
             "CreateProject", token, {"ProjectName": project_name}, run, resource_id=project_name,
-            resource_type="PROJECT")
+            resource_type="PROJECT")[0]
         return ProjectDescription(rec["name"], rec["arn"], rec["created"])
 
     def describe_project(self, project_name: str) -> ProjectDescription:
@@ -158,8 +195,15 @@ class LookoutVisionService:
 
     def delete_project(self, project_name: str, *, client_token: str | None = None) -> str:
         check_project_name(project_name)
-        check_client_token(client_token)
-        return self.store.delete_project(project_name).arn
+        token = check_client_token(client_token)
+
+        def run() -> dict[str, Any]:
+            return {"ProjectArn": self.store.delete_project(project_name).arn}
+
+        out = run() if token is None else self.store.remember(
+            "DeleteProject", token, {"ProjectName": project_name}, run, resource_id=project_name,
+            resource_type="PROJECT")[0]
+        return str(out["ProjectArn"])
 
     # -- models -----------------------------------------------------------------------------
     def _model(self, project_name: str, model_version: str) -> ModelRecord:
@@ -205,20 +249,50 @@ class LookoutVisionService:
         return ModelPool(backend, min_units=m.min_units or 1, max_units=m.max_units, options=self.hosting,
                          name=f"{m.project}/{m.version}", resource_id=m.arn)
 
+    def _reserve(self, key: Key, units: int, arn: str, operation: str) -> int | None:
+        """Reserve ``units`` inference units for ``key`` (replacing its reservation); returns the
+        previous reservation. ServiceQuotaExceededException beyond the quota."""
+        with self._lock:
+            others = sum(n for k, n in self._units.items() if k != key)
+            if units > self.max_inference_units - others:
+                raise ServiceQuotaExceededException(
+                    f"hosting {units} inference unit(s) would exceed this server's quota of "
+                    f"{self.max_inference_units} ({others} in use by other model versions); ask for fewer "
+                    "or stop another model", quota_code="inference-units", service_code="lookoutvision",
+                    resource_id=arn, resource_type="MODEL", operation_name=operation)
+            previous = self._units.get(key)
+            self._units[key] = units
+            return previous
+
+    def _release(self, key: Key, previous: int | None = None) -> None:
+        """Give back ``key``'s reservation (or put ``previous`` back)."""
+        with self._lock:
+            if previous is None:
+                self._units.pop(key, None)
+            else:
+                self._units[key] = previous
+
     def _host(self, m: ModelRecord) -> None:
-        """Load a STARTING_HOSTING version and make it HOSTED (HOSTING_FAILED when the load fails)."""
-        try:
-            backend = self._load(m)
-        except Exception as exc:  # any load failure is reported through the model's status
-            self.store.set_status(m.project, m.version, "HOSTING_FAILED", f"hosting failed: {exc}"[:1000])
-            return
+        """Load a STARTING_HOSTING version and make it HOSTED (HOSTING_FAILED when anything fails)."""
         key = (m.project, m.version)
+        try:
+            pool = self._pool(self._load(m), m)
+        except Exception as exc:  # any failure (load, threads, memory) is reported through the status
+            self._release(key)
+            self.store.set_status(m.project, m.version, "HOSTING_FAILED",
+                                  self.store.redact(f"hosting failed: {type(exc).__name__}: {exc}")[:1000],
+                                  expect=("STARTING_HOSTING",))
+            return
         with self._key_lock(key):
             old = self._hosted.pop(key, None)
-            self._hosted[key] = self._pool(backend, m)
+            self._hosted[key] = pool
+            hosted = self.store.set_status(m.project, m.version, "HOSTED", "hosted", expect=("STARTING_HOSTING",))
+            if not hosted:  # the status moved on meanwhile: this load is not wanted
+                self._hosted.pop(key, None)
         if old is not None:
             old.close()
-        self.store.set_status(m.project, m.version, "HOSTED", "hosted")
+        if not hosted:
+            pool.close()
 
     def start_model(self, project_name: str, model_version: str, min_inference_units: int, *,
                     max_inference_units: int | None = None, client_token: str | None = None) -> str:
@@ -226,6 +300,7 @@ class LookoutVisionService:
         m = self._model(project_name, model_version)
         check_inference_units(min_inference_units, max_inference_units)
         token = check_client_token(client_token)
+        key = (m.project, m.version)
 
         def run() -> dict[str, Any]:
             accepted = self.store.set_status(
@@ -236,14 +311,23 @@ class LookoutVisionService:
                 raise ConflictException(
                     f"model {m.project}/{m.version} cannot be started while its status is {current.status}",
                     resource_id=m.arn, resource_type="MODEL", operation_name="StartModel")
-            self._spawn((m.project, m.version), lambda: self._host(self.store.get_model(m.project, m.version)))
             return {"Status": "STARTING_HOSTING"}
 
         request = {"ProjectName": project_name, "ModelVersion": model_version,
                    "MinInferenceUnits": min_inference_units, "MaxInferenceUnits": max_inference_units}
-        status = run() if token is None else self.store.remember(
-            "StartModel", token, request, run, resource_id=m.arn, resource_type="MODEL")
-        self._settle((m.project, m.version))
+        with self._key_lock(key):
+            previous = self._reserve(key, max_inference_units or min_inference_units, m.arn, "StartModel")
+            try:
+                status, fresh = (run(), True) if token is None else self.store.remember(
+                    "StartModel", token, request, run, resource_id=m.arn, resource_type="MODEL")
+            except BaseException:
+                self._release(key, previous)
+                raise
+            if fresh:
+                self._spawn(key, lambda: self._host(self.store.get_model(m.project, m.version)))
+            else:  # a repeat: whatever the first call reserved stands
+                self._release(key, previous)
+        self._settle(key)
         return str(status["Status"])
 
     def stop_model(self, project_name: str, model_version: str, *, client_token: str | None = None) -> str:
@@ -257,24 +341,26 @@ class LookoutVisionService:
                 pool = self._hosted.pop(key, None)
             if pool is not None:
                 pool.close()
+            self._release(key)
             self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None, max_units=None)
 
         def run() -> dict[str, Any]:
-            with self._key_lock(key):  # no new request reaches the pool once the status has changed
-                accepted = self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
-                                                 expect=("HOSTED", "HOSTING_FAILED"))
+            accepted = self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
+                                             expect=("HOSTED", "HOSTING_FAILED"))
             if not accepted:
                 current = self.store.get_model(m.project, m.version)
                 raise ConflictException(
                     f"model {m.project}/{m.version} cannot be stopped while its status is {current.status}",
                     resource_id=m.arn, resource_type="MODEL", operation_name="StopModel")
-            self._spawn(key, unhost)
             return {"Status": "STOPPING_HOSTING"}
 
-        status = run() if token is None else self.store.remember(
-            "StopModel", token, {"ProjectName": project_name, "ModelVersion": model_version}, run,
-            resource_id=m.arn, resource_type="MODEL")
-        self._settle(key)
+        with self._key_lock(key):  # no new request reaches the pool once the status has changed
+            status, fresh = (run(), True) if token is None else self.store.remember(
+                "StopModel", token, {"ProjectName": project_name, "ModelVersion": model_version}, run,
+                resource_id=m.arn, resource_type="MODEL")
+            if fresh:
+                self._spawn(key, unhost)
+        self._settle(key)  # with no lock held: unhost() takes the version's lock
         return str(status["Status"])
 
     def rehost(self) -> list[tuple[str, int]]:
@@ -289,10 +375,18 @@ class LookoutVisionService:
                 key = (m.project, m.version)
                 if m.status != "HOSTED" or key in self._hosted:
                     continue
+                try:
+                    self._reserve(key, m.max_units or m.min_units or 1, m.arn, "StartModel")
+                except ServiceQuotaExceededException as exc:
+                    self.store.set_status(m.project, m.version, "HOSTING_FAILED",
+                                          f"not hosted again after a restart: {exc.message}", expect=("HOSTED",))
+                    continue
                 if self.store.set_status(m.project, m.version, "STARTING_HOSTING", "hosting again after a restart",
                                          expect=("HOSTED",)):
                     self._spawn(key, functools.partial(self._rehost_one, m.project, m.version))
                     started.append(key)
+                else:
+                    self._release(key)
         for key in started:
             self._settle(key)
         return started
@@ -348,7 +442,8 @@ class LookoutVisionService:
                 try:
                     pool = self._hosted[key] = self._pool(self._load(m), m)
                 except Exception as exc:
-                    raise InternalServerException(f"model {m.project}/{m.version} could not be loaded: {exc}") from exc
+                    raise InternalServerException(self.store.redact(
+                        f"model {m.project}/{m.version} could not be loaded: {type(exc).__name__}: {exc}")) from exc
         # outside the lock: an InlinePool runs the model right here. A StopModel that took the
         # pool away meanwhile makes submit() answer ConflictException.
         return pool.submit(body, content_type)  # type: ignore[arg-type]  # checked above
@@ -417,8 +512,9 @@ class LookoutVisionService:
         if project:
             self.store.get_project(check_project_name(project))
         else:
-            if not version.isdigit() or version.startswith("0"):
-                raise ValidationException(f"a model ARN names a version number, got {version!r}")
+            if not _ARN_VERSION.match(version):  # ASCII digits only: '١' or '²' are not version 1 or 2
+                raise ValidationException(f"a model ARN names a version number (1 to 10 ASCII digits), "
+                                          f"got {version[:32]!r}")
             self.store.get_model(check_project_name(model_project), version)
         return resource_arn, kind
 
@@ -429,9 +525,9 @@ class LookoutVisionService:
             raise ValidationException(f"Tags must hold 0 to {MAX_TAGS} tags")
         for key, value in tags.items():
             _check_tag_key(key)
-            if not isinstance(value, str) or len(value) > 256 or not _TAG_TEXT.match(value):
-                raise ValidationException(f"tag value {str(value)[:64]!r} is invalid: 0 to 256 letters, digits, "
-                                          "spaces and _.:/=+-@")
+            if not isinstance(value, str) or len(value) > 256 or not _tag_text(value):
+                raise ValidationException(f"tag value {str(value)[:64]!r} is invalid: 0 to 256 letters, numbers, "
+                                          "spaces and _.:/=+-@ (no control characters)")
         if len(set(self.store.get_tags(arn)) | set(tags)) > MAX_TAGS:
             raise ServiceQuotaExceededException(
                 f"{arn} would have more than {MAX_TAGS} tags", quota_code="tags-per-resource",
@@ -463,8 +559,8 @@ class LookoutVisionService:
 
 
 def _check_tag_key(key: object) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _TAG_TEXT.match(key):
-        raise ValidationException(f"tag key {str(key)[:64]!r} is invalid: 1 to 128 letters, digits, spaces "
-                                  "and _.:/=+-@")
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _tag_text(key):
+        raise ValidationException(f"tag key {str(key)[:64]!r} is invalid: 1 to 128 letters, numbers, spaces "
+                                  "and _.:/=+-@ (no control characters)")
     if key.lower().startswith("aws:"):
         raise ValidationException(f"tag key {key[:64]!r} is invalid: the prefix 'aws:' is reserved")

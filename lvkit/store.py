@@ -8,16 +8,40 @@ Layout under the home folder (``$LVKIT_HOME``, default ``~/.lvkit``)::
 
 Nothing above this module touches those files directly. Artifact folders are written in a
 temporary folder and renamed into place (``os.replace``), then the database row is updated:
-a crash at any point leaves either no version folder or a complete one. Opening a store
-recovers from a crash of another process: TRAINING, STARTING_HOSTING and STOPPING_HOSTING
-rows whose owner process is gone are settled (TRAINING_FAILED, TRAINED) with a status
-message that says so, and orphaned temporary folders are removed.
+a crash at any point leaves either no version folder or a complete one.
 
-Imports ``lvkit.errors`` only.
+Owners and recovery. TRAINING, STARTING_HOSTING and STOPPING_HOSTING rows (and ``.tmp-*``
+folders) belong to the :class:`Store` instance that wrote them, named by a random owner id
+(``uuid4``; never a PID, which repeats: a container's server is PID 1 after every restart, and
+a process in another PID namespace cannot see ours). An owner is alive exactly while it holds
+an exclusive ``flock`` on ``owners/<id>.lock``; the kernel drops that lock when the process
+ends, however it ends (kill -9 included), and the lock is visible across PID namespaces on the
+same host. Opening a store, and reading a transient row another owner wrote, settles the rows
+of dead owners (TRAINING_FAILED, TRAINED) with a status message that says so and removes their
+temporary folders; a live owner's rows are never touched. (A home shared over a network file
+system whose ``flock`` is not coherent between hosts is not supported.)
+
+Idempotency. :meth:`Store.remember` records a ClientToken in the same transaction as the
+writes it guards, under the ``(operation, token)`` primary key: a crash leaves both or
+neither, and two processes given the same token at once give one effect and one answer.
+Tokens expire :data:`TOKEN_TTL_SECONDS` (8 hours, as the service documented) after first use.
+
+Locking. One re-entrant lock serialises this instance's use of its SQLite connection, and
+``BEGIN IMMEDIATE`` serialises writers between processes. The store never calls out while it
+holds its lock except to the ``run`` callable of :meth:`remember`, which must only use the
+store: callers that need their own locks take them *before* calling into the store (lock
+order: caller's locks, then the store's).
+
+Names are checked here too (project names, version numbers), so no caller can make the store
+touch a path outside its home.
+
+Imports ``lvkit.errors`` and ``lvkit.validation`` only.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -32,9 +56,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lvkit.errors import ConflictException, ResourceNotFoundException
+from lvkit.errors import (
+    ConflictException,
+    LvkitError,
+    ResourceNotFoundException,
+    ValidationException,
+    redact_paths,
+)
+from lvkit.validation import check_project_name
 
-__all__ = ["ModelRecord", "ProjectRecord", "Store", "default_home"]
+__all__ = ["TOKEN_TTL_SECONDS", "ModelRecord", "ProjectRecord", "Store", "default_home"]
+
+#: how long a ClientToken is remembered: the service documented 8 hours
+TOKEN_TTL_SECONDS = 8 * 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +91,7 @@ CREATE TABLE IF NOT EXISTS models (
     max_units INTEGER,
     owner_pid INTEGER,
     calibration TEXT,
+    owner TEXT,
     PRIMARY KEY (project, version)
 );
 CREATE TABLE IF NOT EXISTS tags (
@@ -68,13 +103,25 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 """
 
-#: statuses owned by a live process while they last
+#: statuses owned by a live Store instance while they last, and what they settle to without it
 _TRANSIENT = {"TRAINING": "TRAINING_FAILED", "STARTING_HOSTING": "TRAINED", "STOPPING_HOSTING": "TRAINED"}
+_INTERRUPTED = {"TRAINING": "training", "STARTING_HOSTING": "starting", "STOPPING_HOSTING": "stopping"}
+_OWNER = re.compile(r"^[0-9a-f]{32}$")
+_TMP = re.compile(r"^\.tmp-([0-9a-f]{32})-")
 
 
 def default_home() -> Path:
     """``$LVKIT_HOME`` or ``~/.lvkit``."""
     return Path(os.environ.get("LVKIT_HOME") or Path.home() / ".lvkit").expanduser()
+
+
+def _version_number(version: object) -> int:
+    """A stored version number: a positive int, or its decimal ASCII spelling without leading zeros."""
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < 10**10:
+        return version
+    if isinstance(version, str) and re.fullmatch(r"[1-9][0-9]{0,9}", version, re.ASCII):
+        return int(version)
+    raise ValidationException(f"ModelVersion {str(version)[:32]!r} is not a version number (1, 2, ...)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +148,6 @@ class ModelRecord:
     calibration: dict[str, Any] | None
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Store:
     """SQLite state and atomic artifact folders under ``home``.
 
@@ -125,6 +158,12 @@ class Store:
     region, account : str, optional
         Used in ARNs; fixed at the store's creation (``$AWS_REGION`` or us-east-1;
         ``$LVKIT_ACCOUNT_ID`` or 000000000000).
+
+    Attributes
+    ----------
+    owner : str
+        This instance's random owner id (32 hex digits), recorded on the transient rows and
+        temporary folders it writes.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, region: str | None = None,
@@ -132,7 +171,11 @@ class Store:
         self.home = Path(home) if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "artifacts").mkdir(exist_ok=True)
+        self.owner = uuid.uuid4().hex
+        self._owner_fd: int | None = None  # held flock on owners/<owner>.lock, taken on first claim
+        self._server_fd: int | None = None  # held flock on serve.lock (claim_server)
         self._lock = threading.RLock()
+        self._depth = 0  # transaction nesting of the thread holding _lock
         self._db = sqlite3.connect(self.home / "lvkit.db", isolation_level=None, check_same_thread=False,
                                    timeout=30.0)
         self._db.row_factory = sqlite3.Row
@@ -142,6 +185,9 @@ class Store:
             if stmt.strip():
                 self._db.execute(stmt)
         with self._tx() as db:
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(models)")}
+            if "owner" not in columns:  # a store written before owner ids
+                db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
             for key, value in (
                 ("region", region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"),
                 ("account", account or os.environ.get("LVKIT_ACCOUNT_ID") or "000000000000"),
@@ -154,18 +200,42 @@ class Store:
     # -- plumbing --------------------------------------------------------------------------
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested use (same thread) joins the outer one."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._db
+                finally:
+                    self._depth -= 1
+                return
             self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._db
             except BaseException:
+                self._depth = 0
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self._depth = 0
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # e.g. a full disk: leave no transaction open behind us
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
+        """Close the database and give up ownership (this instance's transient rows become recoverable)."""
         with self._lock:
             self._db.close()
+            if self._server_fd is not None:
+                os.close(self._server_fd)
+                self._server_fd = None
+            if self._owner_fd is not None:
+                os.close(self._owner_fd)
+                self._owner_fd = None
+                (self.home / "owners" / f"{self.owner}.lock").unlink(missing_ok=True)
 
     def project_arn(self, name: str) -> str:
         return f"arn:aws:lookoutvision:{self.region}:{self.account}:project/{name}"
@@ -173,36 +243,106 @@ class Store:
     def model_arn(self, project: str, version: int | str) -> str:
         return f"arn:aws:lookoutvision:{self.region}:{self.account}:model/{project}/{version}"
 
+    def redact(self, text: str) -> str:
+        """``text`` fit for a client: the home folder becomes ``$LVKIT_HOME`` and other absolute
+        paths keep only their last part (:func:`~lvkit.errors.redact_paths`)."""
+        for home in sorted({str(self.home), str(self.home.resolve())}, key=len, reverse=True):
+            if len(home) > 1:
+                text = text.replace(home.rstrip("/"), "$LVKIT_HOME")
+        return redact_paths(text)
+
+    # -- owners ----------------------------------------------------------------------------
+    def _claim(self) -> str:
+        """Become a live owner (hold the flock on ``owners/<owner>.lock``); returns the owner id."""
+        with self._lock:
+            if self._owner_fd is None:
+                folder = self.home / "owners"
+                folder.mkdir(exist_ok=True)
+                fd = os.open(folder / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random id: never contended
+                os.write(fd, f"pid {os.getpid()} since {time.time():.3f}\n".encode())
+                self._owner_fd = fd
+            return self.owner
+
+    def owner_alive(self, owner: str | None) -> bool:
+        """Whether the Store instance ``owner`` still holds its lock (None and unknown ids: no)."""
+        if owner is None or not _OWNER.match(owner):
+            return False
+        if owner == self.owner:
+            return self._owner_fd is not None
+        try:
+            fd = os.open(self.home / "owners" / f"{owner}.lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)  # releases the lock if we took it
+        return False
+
     def recover(self) -> list[tuple[str, int, str]]:
-        """Settle rows left transient by a process that is gone; remove orphaned temp folders.
+        """Settle transient rows of dead owners; remove their temporary folders and lock files.
 
         Returns the (project, version, new status) rows it changed.
         """
         changed = []
         with self._tx() as db:
             rows = db.execute(
-                "SELECT project, version, status, owner_pid FROM models WHERE status IN (?, ?, ?)",
-                tuple(_TRANSIENT),
+                "SELECT project, version, status, owner FROM models WHERE status IN (?, ?, ?)", tuple(_TRANSIENT),
             ).fetchall()
             for row in rows:
-                if _pid_alive(row["owner_pid"]):
+                if self.owner_alive(row["owner"]):
                     continue
                 new = _TRANSIENT[row["status"]]
-                what = {"TRAINING": "training", "STARTING_HOSTING": "starting", "STOPPING_HOSTING": "stopping"}
                 db.execute(
-                    "UPDATE models SET status=?, status_message=?, owner_pid=NULL WHERE project=? AND version=?",
-                    (new, f"{what[row['status']]} was interrupted (process {row['owner_pid']} ended)",
-                     row["project"], row["version"]),
+                    "UPDATE models SET status=?, status_message=?, owner=NULL, owner_pid=NULL"
+                    " WHERE project=? AND version=? AND status=?",
+                    (new, f"{_INTERRUPTED[row['status']]} was interrupted (the process that owned it ended)",
+                     row["project"], row["version"], row["status"]),
                 )
                 changed.append((row["project"], row["version"], new))
         for tmp in (self.home / "artifacts").glob("*/.tmp-*"):
-            pid = re.match(r"\.tmp-(\d+)-", tmp.name)
-            if pid is None or not _pid_alive(int(pid.group(1))):
+            match = _TMP.match(tmp.name)
+            if match is None or not self.owner_alive(match.group(1)):
                 shutil.rmtree(tmp, ignore_errors=True)
+        for lock in (self.home / "owners").glob("*.lock"):
+            if lock.stem != self.owner and not self.owner_alive(lock.stem):
+                lock.unlink(missing_ok=True)
         return changed
+
+    def claim_server(self, where: str = "") -> None:
+        """Become the one serving process of this home, or raise LvkitError naming the other.
+
+        ``lvkit serve`` hosts models, re-hosts HOSTED versions at start and owns their hosting
+        states, so two servers over one home would undo each other's work: the second is
+        refused. Held (an ``flock`` on ``serve.lock``) until :meth:`close` or the process ends.
+        In-process clients (``lvkit.client()``, the CLI) never claim and may run beside it.
+        """
+        with self._lock:
+            if self._server_fd is not None:
+                return
+            fd = os.open(self.home / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                other = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                raise LvkitError(f"another lvkit server already serves this home ({other}); stop it first, "
+                                 "or give this one another --home / LVKIT_HOME") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}{', ' + where if where else ''}, since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+            self._server_fd = fd
 
     # -- projects --------------------------------------------------------------------------
     def create_project(self, name: str) -> ProjectRecord:
+        check_project_name(name)
         with self._tx() as db:
             if db.execute("SELECT 1 FROM projects WHERE name=?", (name,)).fetchone():
                 raise ConflictException(f"project {name!r} already exists", resource_id=name,
@@ -212,6 +352,7 @@ class Store:
         return ProjectRecord(name, self.project_arn(name), created)
 
     def get_project(self, name: str) -> ProjectRecord:
+        check_project_name(name)
         with self._lock:  # the connection is shared: never read inside another thread's transaction
             row = self._db.execute("SELECT name, created FROM projects WHERE name=?", (name,)).fetchone()
         if row is None:
@@ -225,8 +366,8 @@ class Store:
         return [ProjectRecord(r["name"], self.project_arn(r["name"]), r["created"]) for r in rows]
 
     def delete_project(self, name: str) -> ProjectRecord:
-        project = self.get_project(name)
         with self._tx() as db:
+            project = self.get_project(name)
             if db.execute("SELECT 1 FROM models WHERE project=?", (name,)).fetchone():
                 raise ConflictException(f"project {name!r} still has model versions; delete them first",
                                         resource_id=name, resource_type="PROJECT", operation_name="DeleteProject")
@@ -246,22 +387,37 @@ class Store:
             calibration=json.loads(row["calibration"]) if row["calibration"] else None,
         )
 
+    def _orphaned(self, rows: list[sqlite3.Row]) -> bool:
+        """Whether any of ``rows`` is transient and owned by a dead owner (so recover() would change it)."""
+        return any(r["status"] in _TRANSIENT and r["owner"] != self.owner and not self.owner_alive(r["owner"])
+                   for r in rows)
+
     def list_models(self, project: str) -> list[ModelRecord]:
         self.get_project(project)
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM models WHERE project=? ORDER BY version", (project,)).fetchall()
+        for attempt in range(2):
+            with self._lock:
+                rows = self._db.execute("SELECT * FROM models WHERE project=? ORDER BY version",
+                                        (project,)).fetchall()
+            if attempt or not self._orphaned(rows):
+                break
+            self.recover()
         return [self._model(r) for r in rows]
 
     def get_model(self, project: str, version: str | int) -> ModelRecord:
         """The model version; ``"latest"`` resolves to the newest version of the project."""
         self.get_project(project)
-        with self._lock:
-            if version == "latest":
-                row = self._db.execute("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
-                                       (project,)).fetchone()
-            else:
-                row = self._db.execute("SELECT * FROM models WHERE project=? AND version=?",
-                                       (project, int(version))).fetchone()
+        number = None if version == "latest" else _version_number(version)
+        for attempt in range(2):
+            with self._lock:
+                if number is None:
+                    row = self._db.execute("SELECT * FROM models WHERE project=? ORDER BY version DESC LIMIT 1",
+                                           (project,)).fetchone()
+                else:
+                    row = self._db.execute("SELECT * FROM models WHERE project=? AND version=?",
+                                           (project, number)).fetchone()
+            if attempt or row is None or not self._orphaned([row]):
+                break
+            self.recover()  # its owner died: settle it before anyone acts on a stale status
         if row is None:
             what = "has no model versions" if version == "latest" else f"has no model version {version}"
             raise ResourceNotFoundException(f"project {project!r} {what}",
@@ -269,7 +425,7 @@ class Store:
         return self._model(row)
 
     def artifact_dir(self, project: str, version: int) -> Path:
-        return self.home / "artifacts" / project / str(version)
+        return self.home / "artifacts" / check_project_name(project) / str(_version_number(version))
 
     def add_model(
         self,
@@ -286,31 +442,32 @@ class Store:
         performance ``build`` returned; on failure the folder is removed and the row becomes
         TRAINING_FAILED with the error as its status message (the error is re-raised).
         """
-        self.get_project(project)
+        owner = self._claim()
         with self._tx() as db:
+            self.get_project(project)
             version = db.execute("SELECT next_version FROM projects WHERE name=?", (project,)).fetchone()[0]
             db.execute("UPDATE projects SET next_version=? WHERE name=?", (version + 1, project))
             db.execute(
                 "INSERT INTO models (project, version, created, status, status_message, description, backend,"
-                " owner_pid) VALUES (?, ?, ?, 'TRAINING', 'training in progress', ?, ?, ?)",
-                (project, version, round(time.time(), 3), description, backend, os.getpid()),
+                " owner) VALUES (?, ?, ?, 'TRAINING', 'training in progress', ?, ?, ?)",
+                (project, version, round(time.time(), 3), description, backend, owner),
             )
         final = self.artifact_dir(project, version)
-        tmp = final.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        tmp = final.parent / f".tmp-{owner}-{uuid.uuid4().hex[:8]}"
         try:
+            tmp.mkdir(parents=True)
             performance = build(tmp)
             if final.exists():  # left over by a deleted version of the same number: never reused
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            self.set_status(project, version, "TRAINING_FAILED", f"training failed: {exc}"[:1000])
+            self.set_status(project, version, "TRAINING_FAILED", self.redact(f"training failed: {exc}")[:1000])
             raise
         with self._tx() as db:
             db.execute(
                 "UPDATE models SET status='TRAINED', status_message='training completed', performance=?,"
-                " evaluation_end=?, owner_pid=NULL WHERE project=? AND version=?",
+                " evaluation_end=?, owner=NULL, owner_pid=NULL WHERE project=? AND version=?",
                 (json.dumps(performance) if performance else None, round(time.time(), 3), project, version),
             )
         return self.get_model(project, version)
@@ -320,17 +477,18 @@ class Store:
         """Set a model's status (and ``min_units``/``max_units``/``calibration``).
 
         With ``expect``, only when the current status is one of those (returns False otherwise).
-        Transient statuses record this process as the owner.
+        Transient statuses record this instance as the owner.
         """
-        sets = ["status=?", "status_message=?", "owner_pid=?"]
-        args: list[Any] = [status, message, os.getpid() if status in _TRANSIENT else None]
+        owner = self._claim() if status in _TRANSIENT else None
+        sets = ["status=?", "status_message=?", "owner=?", "owner_pid=NULL"]
+        args: list[Any] = [status, message, owner]
         for key, value in fields.items():
             if key not in ("min_units", "max_units", "calibration"):
                 raise TypeError(f"unknown model field {key!r}")
             sets.append(f"{key}=?")
             args.append(json.dumps(value) if key == "calibration" and value is not None else value)
         where = "project=? AND version=?"
-        args += [project, version]
+        args += [check_project_name(project), _version_number(version)]
         if expect:
             where += f" AND status IN ({','.join('?' * len(expect))})"
             args += list(expect)
@@ -342,7 +500,8 @@ class Store:
         """Attach (a dict) or detach (None) a recalibrator to a model version."""
         with self._tx() as db:
             db.execute("UPDATE models SET calibration=? WHERE project=? AND version=?",
-                       (json.dumps(calibration) if calibration is not None else None, project, version))
+                       (json.dumps(calibration) if calibration is not None else None,
+                        check_project_name(project), _version_number(version)))
 
     # -- tags -------------------------------------------------------------------------------
     def set_tags(self, arn: str, tags: dict[str, str]) -> None:
@@ -361,25 +520,31 @@ class Store:
     # -- idempotency ---------------------------------------------------------------------------
     def remember(self, operation: str, token: str, request: dict[str, Any],
                  run: Callable[[], dict[str, Any]], *, resource_id: str = "",
-                 resource_type: str = "PROJECT") -> dict[str, Any]:
-        """Run ``run()`` once per (operation, token); a repeat returns the stored response.
+                 resource_type: str = "PROJECT") -> tuple[dict[str, Any], bool]:
+        """Run ``run()`` once per (operation, token) within :data:`TOKEN_TTL_SECONDS`.
 
-        The same token with a different request raises ConflictException naming
-        ``resource_id``/``resource_type`` (our choice: the public material says only that the
-        same token and request give the same result). A ``run()`` that raises stores nothing.
+        ``run()`` executes inside the same transaction that records the token, so its store
+        writes and the token commit together or not at all; it must only use this store
+        (no other locks, no threads started: do those after this returns). Returns
+        ``(response, fresh)``: ``fresh`` is False when the response is the one stored by an
+        earlier call with the same token and request. The same token with a different request
+        raises ConflictException naming ``resource_id``/``resource_type`` (our choice: the
+        public material says only that the same token and request give the same result). A
+        ``run()`` that raises stores nothing and changes nothing.
         """
         key = json.dumps(request, sort_keys=True)
-        with self._lock:
-            row = self._db.execute("SELECT request, response FROM tokens WHERE operation=? AND token=?",
-                                   (operation, token)).fetchone()
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM tokens WHERE created < ?", (now - TOKEN_TTL_SECONDS,))
+            row = db.execute("SELECT request, response FROM tokens WHERE operation=? AND token=?",
+                             (operation, token)).fetchone()
             if row is not None:
                 if row["request"] != key:
                     raise ConflictException(
                         f"ClientToken {token!r} was already used with a different {operation} request",
                         resource_id=resource_id, resource_type=resource_type, operation_name=operation)
-                return dict(json.loads(row["response"]))
+                return dict(json.loads(row["response"])), False
             response = run()
-            with self._tx() as db:
-                db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
-                           (operation, token, key, json.dumps(response), time.time()))
-            return response
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
+                       (operation, token, key, json.dumps(response), now))
+        return response, True

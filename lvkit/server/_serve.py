@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lvkit.errors import BackendUnavailableError, LvkitError
 from lvkit.hosting import HostingOptions
 from lvkit.images import DEFAULT_MAX_BYTES
-from lvkit.server.app import create_app
+from lvkit.server.app import BODY_IDLE_TIMEOUT, BODY_TIMEOUT, MAX_BODY_BYTES_IN_FLIGHT, create_app
 from lvkit.service import LookoutVisionService
 
 if TYPE_CHECKING:
@@ -60,14 +60,22 @@ def check_bind(host: str, *, has_credentials: bool, insecure: bool = False) -> N
 
 def make_server(service: LookoutVisionService, *, host: str = "127.0.0.1", port: int = 8080,
                 credentials: Mapping[str, str] | None = None, insecure: bool = False,
-                log_level: str = "info", access_log: bool = False, rehost: bool = True) -> uvicorn.Server:
-    """A uvicorn server for ``service`` (not started): ``server.run()`` or ``run(sockets=[...])``."""
+                log_level: str = "info", access_log: bool = False, rehost: bool = True,
+                max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT, body_timeout: float = BODY_TIMEOUT,
+                body_idle_timeout: float = BODY_IDLE_TIMEOUT) -> uvicorn.Server:
+    """A uvicorn server for ``service`` (not started): ``server.run()`` or ``run(sockets=[...])``.
+
+    ``max_body_bytes_in_flight``, ``body_timeout`` and ``body_idle_timeout`` bound request
+    bodies server-wide (see :func:`~lvkit.server.create_app`).
+    """
     check_bind(host, has_credentials=bool(credentials), insecure=insecure)
     try:
         import uvicorn
     except ImportError as exc:
         raise BackendUnavailableError(f"lvkit serve needs uvicorn ({exc}); pip install 'lvkit[server]'") from exc
-    app = create_app(service, credentials=credentials, rehost=rehost)
+    app = create_app(service, credentials=credentials, rehost=rehost,
+                     max_body_bytes_in_flight=max_body_bytes_in_flight, body_timeout=body_timeout,
+                     body_idle_timeout=body_idle_timeout)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             lifespan="on", timeout_graceful_shutdown=30)
     return uvicorn.Server(config)
@@ -77,6 +85,8 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1"
           credentials: Mapping[str, str] | None = None, insecure: bool = False,
           hosting: HostingOptions | None = None, max_bytes: int = DEFAULT_MAX_BYTES, device: str = "auto",
           log_level: str = "info", access_log: bool = False, sock: socket.socket | None = None,
+          max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT, body_timeout: float = BODY_TIMEOUT,
+          body_idle_timeout: float = BODY_IDLE_TIMEOUT, max_inference_units: int | None = None,
           **service_options: Any) -> None:
     """Serve the store at ``home`` over HTTP until interrupted (what ``lvkit serve`` runs).
 
@@ -99,16 +109,29 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1"
         DetectAnomalies body limit.
     device : str, default "auto"
         Where anomalib models run.
+    max_body_bytes_in_flight : int, default 256 MiB
+        Request body bytes held at once; a request beyond it gets ThrottlingException (429)
+        before its body is read.
+    body_timeout, body_idle_timeout : float, default 120 and 15
+        Seconds a request body may take in all, and without a byte arriving; a stalled upload
+        is answered ValidationException and its connection closed.
+    max_inference_units : int, optional
+        The most inference units (model workers) of all hosted versions together; default from
+        the CPU cores (:func:`~lvkit.service.default_max_inference_units`).
     sock : socket.socket, optional
         A bound socket to serve instead of ``host``/``port``. Create it with
         ``socket.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)``: asyncio turns on TCP_NODELAY only
         for protocol 6, and without it every response waits ~40 ms for a delayed ACK.
     """
     service = LookoutVisionService(home, device=device, max_bytes=max_bytes, wait=False,
-                                   hosting=hosting or HostingOptions(), **service_options)
+                                   hosting=hosting or HostingOptions(), max_inference_units=max_inference_units,
+                                   **service_options)
     try:
+        service.store.claim_server(f"serving {host}:{port}" if sock is None else "")  # before uvicorn: a clear error
         server = make_server(service, host=host, port=port, credentials=credentials, insecure=insecure,
-                             log_level=log_level, access_log=access_log)
+                             log_level=log_level, access_log=access_log,
+                             max_body_bytes_in_flight=max_body_bytes_in_flight, body_timeout=body_timeout,
+                             body_idle_timeout=body_idle_timeout)
         server.run(sockets=[sock] if sock is not None else None)
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled, after its graceful shutdown
         logger.info("stopped")
