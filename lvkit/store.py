@@ -457,6 +457,8 @@ class Store:
         try:
             tmp.mkdir(parents=True)
             performance = build(tmp)
+            if performance is not None and not isinstance(performance, dict):
+                raise TypeError(f"build() must return the performance dict or None, got {type(performance).__name__}")
             if final.exists():  # left over by a deleted version of the same number: never reused
                 shutil.rmtree(final)
             os.replace(tmp, final)

@@ -11,6 +11,7 @@ import re
 from lvkit.errors import ValidationException
 
 __all__ = [
+    "INT32_MAX",
     "check_client_token",
     "check_inference_units",
     "check_max_results",
@@ -72,14 +73,28 @@ def check_client_token(token: object) -> str | None:
     return token
 
 
+#: the API's Integer type is 32-bit: larger numbers are not InferenceUnits at all (400)
+INT32_MAX = 2**31 - 1
+
+
 def check_inference_units(min_units: object, max_units: object) -> tuple[int, int | None]:
-    """MinInferenceUnits >= 1 (required); MaxInferenceUnits >= MinInferenceUnits (optional)."""
-    if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
-        raise ValidationException(f"MinInferenceUnits must be an integer >= 1, got {min_units!r}")
+    """MinInferenceUnits >= 1 (required); MaxInferenceUnits >= MinInferenceUnits (optional).
+
+    Both are the API's 32-bit Integer; a count within it but beyond the server's quota is the
+    service's ServiceQuotaExceededException (402), checked by the service.
+
+    >>> check_inference_units(2**40, None)
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.ValidationException: ... MinInferenceUnits must be an integer from 1 to 2147483647, got 1099511627776
+    """
+    if isinstance(min_units, bool) or not isinstance(min_units, int) or not 1 <= min_units <= INT32_MAX:
+        raise ValidationException(f"MinInferenceUnits must be an integer from 1 to {INT32_MAX}, got {min_units!r}")
     if max_units is not None:
-        if isinstance(max_units, bool) or not isinstance(max_units, int) or max_units < min_units:
+        if isinstance(max_units, bool) or not isinstance(max_units, int) or not min_units <= max_units <= INT32_MAX:
             raise ValidationException(
-                f"MaxInferenceUnits must be an integer >= MinInferenceUnits ({min_units}), got {max_units!r}"
+                f"MaxInferenceUnits must be an integer from MinInferenceUnits ({min_units}) to {INT32_MAX}, "
+                f"got {max_units!r}"
             )
     return min_units, max_units
 
