@@ -11,6 +11,7 @@
     │   ├── ThrottlingException            429   + quota_code, service_code, retry_after_seconds
     │   ├── ServiceQuotaExceededException  402   + quota_code, service_code, resource_id, resource_type
     │   └── InternalServerException        500   + retry_after_seconds
+    │       └── StoreNotWritableError             the home is read-only or full (InternalServerException on the wire)
     ├── BackendUnavailableError(LvkitError, ImportError)   optional dependency missing
     └── DatasetError(LvkitError, ValueError)               malformed dataset layout or manifest
 
@@ -42,6 +43,7 @@ __all__ = [
     "LvkitError",
     "ResourceNotFoundException",
     "ServiceQuotaExceededException",
+    "StoreNotWritableError",
     "ThrottlingException",
     "UndefinedMetricWarning",
     "ValidationException",
@@ -198,6 +200,14 @@ class InternalServerException(LookoutVisionError):
     code = "InternalServerException"
     http_status = 500
     members = {"retry_after_seconds": "RetryAfterSeconds"}
+
+
+class StoreNotWritableError(InternalServerException):
+    """The store cannot save a change: its file system is read-only or full (500 on the wire).
+
+    Reads and DetectAnomalies on HOSTED versions keep working; the message says what to do.
+    The wire code stays ``InternalServerException``: the client sees the contract's error.
+    """
 
 
 #: every API error class by wire code

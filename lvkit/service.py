@@ -60,7 +60,9 @@ Not emulated: KMS, S3 output, datasets and training over the API (``lvkit.train`
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import os
 import re
 import threading
@@ -74,6 +76,7 @@ from lvkit.errors import (
     InternalServerException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
+    StoreNotWritableError,
     ValidationException,
 )
 from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool
@@ -96,6 +99,8 @@ if TYPE_CHECKING:
     from lvkit.shapes import DetectAnomalyResult
 
 __all__ = ["LookoutVisionService", "default_max_inference_units"]
+
+logger = logging.getLogger("lvkit.service")
 
 Key = tuple[str, int]
 
@@ -377,16 +382,22 @@ class LookoutVisionService:
                     continue
                 try:
                     self._reserve(key, m.max_units or m.min_units or 1, m.arn, "StartModel")
+                    if self.store.set_status(m.project, m.version, "STARTING_HOSTING",
+                                             "hosting again after a restart", expect=("HOSTED",)):
+                        self._spawn(key, functools.partial(self._rehost_one, m.project, m.version))
+                        started.append(key)
+                    else:
+                        self._release(key)
                 except ServiceQuotaExceededException as exc:
-                    self.store.set_status(m.project, m.version, "HOSTING_FAILED",
-                                          f"not hosted again after a restart: {exc.message}", expect=("HOSTED",))
-                    continue
-                if self.store.set_status(m.project, m.version, "STARTING_HOSTING", "hosting again after a restart",
-                                         expect=("HOSTED",)):
-                    self._spawn(key, functools.partial(self._rehost_one, m.project, m.version))
-                    started.append(key)
-                else:
+                    with contextlib.suppress(StoreNotWritableError):
+                        self.store.set_status(m.project, m.version, "HOSTING_FAILED",
+                                              f"not hosted again after a restart: {exc.message}", expect=("HOSTED",))
+                except StoreNotWritableError as exc:
+                    # the status cannot move through STARTING_HOSTING: it stays HOSTED, and the version
+                    # is loaded by its first DetectAnomalies (submit_detect) instead of now
                     self._release(key)
+                    logger.warning("%s/%s stays HOSTED and loads on its first request: %s",
+                                   m.project, m.version, exc.message)
         for key in started:
             self._settle(key)
         return started

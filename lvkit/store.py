@@ -35,20 +35,29 @@ order: caller's locks, then the store's).
 Names are checked here too (project names, version numbers), so no caller can make the store
 touch a path outside its home.
 
+Disks. A home on a read-only file system opens read-only (``Store.writable`` is False); a
+full disk is found at the first write. Either way every read keeps working (Describe*, List*,
+and DetectAnomalies on versions that are HOSTED), and every change raises
+:class:`~lvkit.errors.StoreNotWritableError` (InternalServerException on the wire) with a
+message that says what works and what to do; nothing is half-written.
+
 Imports ``lvkit.errors`` and ``lvkit.validation`` only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import re
 import shutil
+import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,12 +69,21 @@ from lvkit.errors import (
     ConflictException,
     LvkitError,
     ResourceNotFoundException,
+    StoreNotWritableError,
     ValidationException,
     redact_paths,
 )
 from lvkit.validation import check_project_name
 
 __all__ = ["TOKEN_TTL_SECONDS", "ModelRecord", "ProjectRecord", "Store", "default_home"]
+
+logger = logging.getLogger("lvkit.store")
+
+#: errno values that mean "this file system will not take a change"
+_UNWRITABLE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
+#: SQLite's messages for the same
+_UNWRITABLE_SQLITE = ("readonly database", "disk is full", "unable to open database file", "disk i/o error",
+                      "read-only file system")
 
 #: how long a ClientToken is remembered: the service documented 8 hours
 TOKEN_TTL_SECONDS = 8 * 3600
@@ -108,6 +126,31 @@ _TRANSIENT = {"TRAINING": "TRAINING_FAILED", "STARTING_HOSTING": "TRAINED", "STO
 _INTERRUPTED = {"TRAINING": "training", "STARTING_HOSTING": "starting", "STOPPING_HOSTING": "stopping"}
 _OWNER = re.compile(r"^[0-9a-f]{32}$")
 _TMP = re.compile(r"^\.tmp-([0-9a-f]{32})-")
+
+
+def _unwritable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file system is read-only or full (not a bug, not bad input)."""
+    if isinstance(exc, OSError) and exc.errno in _UNWRITABLE_ERRNOS:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _UNWRITABLE_SQLITE)
+
+
+_FULL, _READ_ONLY = "its disk is full", "its file system is read-only"
+
+
+def _why(exc: BaseException, home: Path) -> str:
+    """Which of the two it is: SQLite's message is often only "unable to open database file"."""
+    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or "full" in str(exc).lower():
+        return _FULL
+    if (isinstance(exc, OSError) and exc.errno == errno.EROFS) or "read-only" in str(exc).lower():
+        return _READ_ONLY
+    try:
+        fs = os.statvfs(home)
+    except OSError:
+        return _READ_ONLY
+    if fs.f_flag & os.ST_RDONLY:
+        return _READ_ONLY
+    return _FULL if fs.f_bavail * fs.f_frsize < 1024 * 1024 else f"its file system refused the write ({exc})"
 
 
 def default_home() -> Path:
@@ -169,33 +212,101 @@ class Store:
     def __init__(self, home: str | os.PathLike[str] | None = None, *, region: str | None = None,
                  account: str | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "artifacts").mkdir(exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            (self.home / "artifacts").mkdir(exist_ok=True)
+        except OSError as exc:
+            if not (_unwritable(exc) and (self.home / "lvkit.db").is_file()):
+                raise LvkitError(f"cannot create the lvkit home ({exc.strerror})") from exc
         self.owner = uuid.uuid4().hex
         self._owner_fd: int | None = None  # held flock on owners/<owner>.lock, taken on first claim
         self._server_fd: int | None = None  # held flock on serve.lock (claim_server)
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting of the thread holding _lock
-        self._db = sqlite3.connect(self.home / "lvkit.db", isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        for stmt in _SCHEMA.strip().split(";\n"):
-            if stmt.strip():
-                self._db.execute(stmt)
-        with self._tx() as db:
-            columns = {r["name"] for r in db.execute("PRAGMA table_info(models)")}
-            if "owner" not in columns:  # a store written before owner ids
-                db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
-            for key, value in (
-                ("region", region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"),
-                ("account", account or os.environ.get("LVKIT_ACCOUNT_ID") or "000000000000"),
-            ):
-                db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        self.region, self.account = meta["region"], meta["account"]
-        self.recover()
+        #: False when the home opened read-only; changes then raise StoreNotWritableError
+        self.writable = True
+        self._read_only_reason = ""
+        self._reopen_after = 0.0  # monotonic time of the next attempt to open read-write again
+        defaults = (
+            ("region", region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"),
+            ("account", account or os.environ.get("LVKIT_ACCOUNT_ID") or "000000000000"),
+        )
+        try:
+            self._db = self._open(read_only=False)
+            with self._tx() as db:
+                for stmt in _SCHEMA.strip().split(";\n"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                columns = {r["name"] for r in db.execute("PRAGMA table_info(models)")}
+                if "owner" not in columns:  # a store written before owner ids
+                    db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
+                for key, value in defaults:
+                    db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+        except (sqlite3.OperationalError, StoreNotWritableError) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreNotWritableError) and exc.__cause__ else exc
+            if not _unwritable(cause) or not (self.home / "lvkit.db").is_file():
+                raise
+            self._db = self._open(read_only=True)
+            self.writable, self._read_only_reason = False, _why(cause, self.home)
+            logger.warning("the lvkit home opened read-only (%s): reads and DetectAnomalies work, changes fail",
+                           self._read_only_reason)
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        self.region, self.account = meta.get("region", defaults[0][1]), meta.get("account", defaults[1][1])
+        try:
+            self.recover()
+        except StoreNotWritableError as exc:  # a full disk: serve what can be served, say why once
+            logger.warning("could not settle interrupted work: %s", exc.message)
+
+    def _open(self, *, read_only: bool) -> sqlite3.Connection:
+        path = self.home / "lvkit.db"
+        if read_only:
+            uri = "file:" + urllib.parse.quote(str(path.resolve()))
+            try:  # WAL needs its -shm file; where it cannot be made, read the file as it is
+                db = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+                db.execute("SELECT 1 FROM meta").fetchall()
+            except sqlite3.OperationalError:
+                db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+        else:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                db.close()
+                raise
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        return db
+
+    def _reopen(self) -> bool:
+        """A home that opened read-only because its disk was full: try read-write again (at most
+        every 2 s), so freeing space is enough, no restart needed. With self._lock held."""
+        if self._read_only_reason == _READ_ONLY or time.monotonic() < self._reopen_after:
+            return False
+        self._reopen_after = time.monotonic() + 2.0
+        try:
+            db = self._open(read_only=False)
+        except sqlite3.OperationalError:
+            return False
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            db.close()
+            return False
+        self._db.close()
+        self._db, self.writable, self._read_only_reason = db, True, ""
+        logger.warning("the lvkit home is writable again")
+        return True
+
+    def _not_writable(self, why: str, cause: BaseException | None = None) -> StoreNotWritableError:
+        error = StoreNotWritableError(
+            f"lvkit cannot save this change: {why}. Reads (Describe*, List*) and DetectAnomalies on HOSTED "
+            "models still work; creating, deleting, starting, stopping, tagging and training need "
+            + ("free space on the disk" if why == _FULL else "a writable LVKIT_HOME"),
+            retry_after_seconds=None if why == _READ_ONLY else 60)
+        error.__cause__ = cause
+        return error
 
     # -- plumbing --------------------------------------------------------------------------
     @contextmanager
@@ -209,20 +320,30 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self.writable and not self._reopen():
+                raise self._not_writable(self._read_only_reason)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._not_writable(_why(exc, self.home), exc) if _unwritable(exc) else exc
             self._depth = 1
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as exc:
                 self._depth = 0
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if _unwritable(exc) and not isinstance(exc, StoreNotWritableError):
+                    raise self._not_writable(_why(exc, self.home), exc) from exc
                 raise
             self._depth = 0
             try:
                 self._db.execute("COMMIT")
-            except BaseException:  # e.g. a full disk: leave no transaction open behind us
+            except BaseException as exc:  # e.g. a full disk: leave no transaction open behind us
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
+                if _unwritable(exc):
+                    raise self._not_writable(_why(exc, self.home), exc) from exc
                 raise
 
     def close(self) -> None:
@@ -230,7 +351,8 @@ class Store:
         with self._lock:
             self._db.close()
             if self._server_fd is not None:
-                os.close(self._server_fd)
+                if self._server_fd >= 0:
+                    os.close(self._server_fd)
                 self._server_fd = None
             if self._owner_fd is not None:
                 os.close(self._owner_fd)
@@ -256,11 +378,17 @@ class Store:
         """Become a live owner (hold the flock on ``owners/<owner>.lock``); returns the owner id."""
         with self._lock:
             if self._owner_fd is None:
+                if not self.writable:
+                    raise self._not_writable(self._read_only_reason)
                 folder = self.home / "owners"
-                folder.mkdir(exist_ok=True)
-                fd = os.open(folder / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    folder.mkdir(exist_ok=True)
+                    fd = os.open(folder / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError as exc:
+                    raise self._not_writable(_why(exc, self.home), exc) if _unwritable(exc) else exc
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random id: never contended
-                os.write(fd, f"pid {os.getpid()} since {time.time():.3f}\n".encode())
+                with contextlib.suppress(OSError):  # for people reading the folder; a full disk may refuse it
+                    os.write(fd, f"pid {os.getpid()} since {time.time():.3f}\n".encode())
                 self._owner_fd = fd
             return self.owner
 
@@ -289,7 +417,9 @@ class Store:
 
         Returns the (project, version, new status) rows it changed.
         """
-        changed = []
+        changed: list[tuple[str, int, str]] = []
+        if not self.writable:
+            return changed
         with self._tx() as db:
             rows = db.execute(
                 "SELECT project, version, status, owner FROM models WHERE status IN (?, ?, ?)", tuple(_TRANSIENT),
@@ -311,7 +441,8 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
         for lock in (self.home / "owners").glob("*.lock"):
             if lock.stem != self.owner and not self.owner_alive(lock.stem):
-                lock.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    lock.unlink(missing_ok=True)
         return changed
 
     def claim_server(self, where: str = "") -> None:
@@ -325,7 +456,17 @@ class Store:
         with self._lock:
             if self._server_fd is not None:
                 return
-            fd = os.open(self.home / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.home / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                if not _unwritable(exc):
+                    raise
+                try:  # a read-only home: a read-only descriptor still takes the lock
+                    fd = os.open(self.home / "serve.lock", os.O_RDONLY)
+                except OSError:
+                    logger.warning("serving a read-only home without the one-server lock: %s", exc.strerror)
+                    self._server_fd = -1  # claimed as far as it can be: do not warn again
+                    return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -335,9 +476,10 @@ class Store:
                     raise
                 raise LvkitError(f"another lvkit server already serves this home ({other}); stop it first, "
                                  "or give this one another --home / LVKIT_HOME") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}{', ' + where if where else ''}, since "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+            with contextlib.suppress(OSError):  # who holds it, for the next one's message
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}{', ' + where if where else ''}, since "
+                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
             self._server_fd = fd
 
     # -- projects --------------------------------------------------------------------------
@@ -389,8 +531,8 @@ class Store:
 
     def _orphaned(self, rows: list[sqlite3.Row]) -> bool:
         """Whether any of ``rows`` is transient and owned by a dead owner (so recover() would change it)."""
-        return any(r["status"] in _TRANSIENT and r["owner"] != self.owner and not self.owner_alive(r["owner"])
-                   for r in rows)
+        return self.writable and any(
+            r["status"] in _TRANSIENT and r["owner"] != self.owner and not self.owner_alive(r["owner"]) for r in rows)
 
     def list_models(self, project: str) -> list[ModelRecord]:
         self.get_project(project)
@@ -464,7 +606,10 @@ class Store:
             os.replace(tmp, final)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            self.set_status(project, version, "TRAINING_FAILED", self.redact(f"training failed: {exc}")[:1000])
+            try:
+                self.set_status(project, version, "TRAINING_FAILED", self.redact(f"training failed: {exc}")[:1000])
+            except StoreNotWritableError:  # a full disk: the row stays ours and is settled once we are gone
+                logger.warning("could not record that %s/%s failed: the store cannot be written", project, version)
             raise
         with self._tx() as db:
             db.execute(

@@ -525,6 +525,10 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.store.claim_server()  # one serving process per home: a second one stops here
+        if not service.store.writable:
+            logger.warning("this home is read-only: serving reads and DetectAnomalies on HOSTED models; "
+                           "changes answer InternalServerException")
         if rehost:
             hosted = await run_in_threadpool(service.rehost)
             if hosted:
