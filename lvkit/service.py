@@ -28,16 +28,21 @@ once: a repeat with the same token and request returns the first response (for 8
 ConflictException. The token is stored in the transaction that makes the change
 (:meth:`~lvkit.store.Store.remember`), so it holds across crashes and processes.
 
-Locks. Lock order, never reversed: ``self._lock`` (the table of per-version locks), then a
-version's lock, then the store's lock. The store's lock is held only for database work, never
-while waiting for a model, a pool or a thread; joins (``wait=True``) happen with no lock held.
+Locks. A version's lock (``_key_lock``) is taken first; under it the store's lock (database
+work only) and ``self._lock`` (the tables of version locks and reserved units) may be taken.
+``self._lock`` is a leaf: nothing else is ever taken while it is held. The store's lock is never
+held while waiting for a model, a pool or a thread, and pools are closed (which waits for their
+workers) and threads joined (``wait=True``) with no lock held.
 
 Quota. MinInferenceUnits/MaxInferenceUnits are worker threads: the versions this process
 hosts may reserve at most ``max_inference_units`` units together (MaxInferenceUnits, or
 MinInferenceUnits without it; default :func:`default_max_inference_units`, 4 per core and at
 least 8). Beyond it StartModel answers ServiceQuotaExceededException (402), as the service
-did for its inference-unit quota. Anything that fails while a version is being hosted ends in
-HOSTING_FAILED with the reason in StatusMessage, and frees what it took.
+did for its inference-unit quota; a version HOSTED by another process and loaded here by its
+first DetectAnomalies reserves its units too (ThrottlingException with QuotaCode when they are
+not free, as DetectAnomalies never answers 402). Anything that fails while a version is being
+hosted ends in HOSTING_FAILED with the reason in StatusMessage, and frees what it took; when
+the host refuses a thread the transition runs in the caller's thread instead.
 
 Messages sent to clients never carry server paths (:meth:`~lvkit.store.Store.redact`).
 
@@ -77,6 +82,7 @@ from lvkit.errors import (
     ResourceNotFoundException,
     ServiceQuotaExceededException,
     StoreNotWritableError,
+    ThrottlingException,
     ValidationException,
 )
 from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool
@@ -107,8 +113,8 @@ Key = tuple[str, int]
 #: most tags on one resource
 MAX_TAGS = 200
 _TAG_PUNCTUATION = frozenset("_.:/=+-@")
-_ARN = re.compile(r"^arn:aws:lookoutvision:([^:]*):([^:]*):(project/([^/]+)|model/([^/]+)/([^/]+))$")
-_ARN_VERSION = re.compile(r"^[1-9][0-9]{0,9}$", re.ASCII)
+_ARN = re.compile(r"arn:aws:lookoutvision:([^:]*):([^:]*):(project/([^/]+)|model/([^/]+)/([^/]+))")
+_ARN_VERSION = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
 
 
 def default_max_inference_units() -> int:
@@ -283,10 +289,11 @@ class LookoutVisionService:
         try:
             pool = self._pool(self._load(m), m)
         except Exception as exc:  # any failure (load, threads, memory) is reported through the status
-            self._release(key)
-            self.store.set_status(m.project, m.version, "HOSTING_FAILED",
-                                  self.store.redact(f"hosting failed: {type(exc).__name__}: {exc}")[:1000],
-                                  expect=("STARTING_HOSTING",))
+            with self._key_lock(key):
+                self._release(key)
+                self.store.set_status(m.project, m.version, "HOSTING_FAILED",
+                                      self.store.redact(f"hosting failed: {type(exc).__name__}: {exc}")[:1000],
+                                      expect=("STARTING_HOSTING",))
             return
         with self._key_lock(key):
             old = self._hosted.pop(key, None)
@@ -302,9 +309,11 @@ class LookoutVisionService:
     def start_model(self, project_name: str, model_version: str, min_inference_units: int, *,
                     max_inference_units: int | None = None, client_token: str | None = None) -> str:
         """Start hosting a model version; returns STARTING_HOSTING."""
-        m = self._model(project_name, model_version)
+        check_project_name(project_name)
+        check_version(model_version)
         check_inference_units(min_inference_units, max_inference_units)
         token = check_client_token(client_token)
+        m = self._model(project_name, model_version)
         key = (m.project, m.version)
 
         def run() -> dict[str, Any]:
@@ -320,6 +329,13 @@ class LookoutVisionService:
 
         request = {"ProjectName": project_name, "ModelVersion": model_version,
                    "MinInferenceUnits": min_inference_units, "MaxInferenceUnits": max_inference_units}
+        if token is not None and (first := self.store.recall("StartModel", token, request, resource_id=m.arn,
+                                                             resource_type="MODEL")) is not None:
+            return str(first["Status"])  # a repeat gets the first answer, whatever the quota says now
+
+        def host() -> None:
+            self._host(self.store.get_model(m.project, m.version))
+
         with self._key_lock(key):
             previous = self._reserve(key, max_inference_units or min_inference_units, m.arn, "StartModel")
             try:
@@ -328,10 +344,11 @@ class LookoutVisionService:
             except BaseException:
                 self._release(key, previous)
                 raise
-            if fresh:
-                self._spawn(key, lambda: self._host(self.store.get_model(m.project, m.version)))
-            else:  # a repeat: whatever the first call reserved stands
+            if not fresh:  # a repeat that raced the check above: whatever the first call reserved stands
                 self._release(key, previous)
+            spawned = not fresh or self._spawn(key, host)
+        if not spawned:
+            host()
         self._settle(key)
         return str(status["Status"])
 
@@ -345,9 +362,11 @@ class LookoutVisionService:
             with self._key_lock(key):
                 pool = self._hosted.pop(key, None)
             if pool is not None:
-                pool.close()
-            self._release(key)
-            self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None, max_units=None)
+                pool.close()  # queued and running requests finish first
+            with self._key_lock(key):
+                self._release(key)
+                self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None,
+                                      max_units=None)
 
         def run() -> dict[str, Any]:
             accepted = self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
@@ -363,8 +382,9 @@ class LookoutVisionService:
             status, fresh = (run(), True) if token is None else self.store.remember(
                 "StopModel", token, {"ProjectName": project_name, "ModelVersion": model_version}, run,
                 resource_id=m.arn, resource_type="MODEL")
-            if fresh:
-                self._spawn(key, unhost)
+            spawned = not fresh or self._spawn(key, unhost)
+        if not spawned:
+            unhost()
         self._settle(key)  # with no lock held: unhost() takes the version's lock
         return str(status["Status"])
 
@@ -384,7 +404,9 @@ class LookoutVisionService:
                     self._reserve(key, m.max_units or m.min_units or 1, m.arn, "StartModel")
                     if self.store.set_status(m.project, m.version, "STARTING_HOSTING",
                                              "hosting again after a restart", expect=("HOSTED",)):
-                        self._spawn(key, functools.partial(self._rehost_one, m.project, m.version))
+                        again = functools.partial(self._rehost_one, m.project, m.version)
+                        if not self._spawn(key, again):
+                            again()
                         started.append(key)
                     else:
                         self._release(key)
@@ -405,10 +427,17 @@ class LookoutVisionService:
     def _rehost_one(self, project: str, version: int) -> None:
         self._host(self.store.get_model(project, version))
 
-    def _spawn(self, key: Key, target: Callable[[], None]) -> None:
+    def _spawn(self, key: Key, target: Callable[[], None]) -> bool:
+        """Run a transition in the background; False when the host refused a thread (the caller
+        then runs ``target`` itself, with no lock held)."""
         thread = threading.Thread(target=target, name=f"lvkit-hosting-{key[0]}-{key[1]}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            logger.warning("no thread for %s/%s's transition: running it in the caller's thread", *key)
+            return False
         self._threads[key] = thread
-        thread.start()
+        return True
 
     def _settle(self, key: Key) -> None:
         """With ``wait=True``, wait for the version's pending transition."""
@@ -438,26 +467,44 @@ class LookoutVisionService:
         body = check_body(body, max_bytes=self.max_bytes)
         m = self.store.get_model(project_name, model_version)
         key = (m.project, m.version)
+        stale: Pool | None = None
         with self._key_lock(key):
             pool = self._hosted.get(key)
             if m.status != "HOSTED" or pool is None:
                 m = self.store.get_model(m.project, m.version)  # re-read under the lock: StopModel may be running
-            if m.status != "HOSTED":
-                if m.status == "TRAINED" and pool is not None:  # stopped by another process
-                    self._hosted.pop(key).close()
-                raise ConflictException(
-                    f"model {m.project}/{m.version} is not hosted (status {m.status}); "
-                    "call StartModel and wait for HOSTED",
-                    resource_id=m.arn, resource_type="MODEL")
-            if pool is None:  # HOSTED by another process over the same store
-                try:
-                    pool = self._hosted[key] = self._pool(self._load(m), m)
-                except Exception as exc:
-                    raise InternalServerException(self.store.redact(
-                        f"model {m.project}/{m.version} could not be loaded: {type(exc).__name__}: {exc}")) from exc
+            if m.status == "TRAINED" and pool is not None:  # stopped by another process
+                stale = self._hosted.pop(key)
+                self._release(key)
+            if m.status == "HOSTED" and pool is None:  # HOSTED by another process over the same store
+                pool = self._adopt(m)
+        if stale is not None:
+            stale.close()  # with no lock held: it waits for its workers
+        if m.status != "HOSTED" or pool is None:
+            raise ConflictException(
+                f"model {m.project}/{m.version} is not hosted (status {m.status}); "
+                "call StartModel and wait for HOSTED",
+                resource_id=m.arn, resource_type="MODEL")
         # outside the lock: an InlinePool runs the model right here. A StopModel that took the
         # pool away meanwhile makes submit() answer ConflictException.
         return pool.submit(body, content_type)  # type: ignore[arg-type]  # checked above
+
+    def _adopt(self, m: ModelRecord) -> Pool:
+        """Load a version that is HOSTED by the store but not loaded here (another process hosted
+        it, or a read-only home kept it HOSTED); with the version's lock held."""
+        key = (m.project, m.version)
+        if self.hosting is not None:  # worker threads: they count against the quota
+            try:
+                self._reserve(key, m.max_units or m.min_units or 1, m.arn, "DetectAnomalies")
+            except ServiceQuotaExceededException as exc:
+                raise ThrottlingException(f"model {m.project}/{m.version} cannot be loaded now: {exc.message}",
+                                          quota_code="inference-units", service_code="lookoutvision") from exc
+        try:
+            pool = self._hosted[key] = self._pool(self._load(m), m)
+        except Exception as exc:
+            self._release(key)
+            raise InternalServerException(self.store.redact(
+                f"model {m.project}/{m.version} could not be loaded: {type(exc).__name__}: {exc}")) from exc
+        return pool
 
     def detect_anomalies(self, project_name: str, model_version: str, body: bytes,
                          content_type: str) -> DetectAnomalyResult:
@@ -480,7 +527,7 @@ class LookoutVisionService:
                 if m.status != "HOSTED":
                     raise ConflictException(f"model {m.project}/{m.version} is not hosted (status {m.status})",
                                             resource_id=m.arn, resource_type="MODEL")
-                pool = self._hosted[key] = self._pool(self._load(m), m)
+                pool = self._adopt(m)
         return pool.backend
 
     def attach_calibration(self, project_name: str, model_version: str,
@@ -510,7 +557,7 @@ class LookoutVisionService:
         """The (ARN, resource type) of an existing project or model version of this store."""
         if not isinstance(resource_arn, str) or not 1 <= len(resource_arn) <= 1011:
             raise ValidationException("ResourceArn must be 1 to 1011 characters long")
-        match = _ARN.match(resource_arn)
+        match = _ARN.fullmatch(resource_arn)
         if match is None:
             raise ValidationException(f"ResourceArn {resource_arn[:128]!r} is not a Lookout for Vision project "
                                       "or model ARN")
@@ -523,7 +570,7 @@ class LookoutVisionService:
         if project:
             self.store.get_project(check_project_name(project))
         else:
-            if not _ARN_VERSION.match(version):  # ASCII digits only: '١' or '²' are not version 1 or 2
+            if not _ARN_VERSION.fullmatch(version):  # ASCII digits only: '١' or '²' are not version 1 or 2
                 raise ValidationException(f"a model ARN names a version number (1 to 10 ASCII digits), "
                                           f"got {version[:32]!r}")
             self.store.get_model(check_project_name(model_project), version)

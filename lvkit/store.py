@@ -11,15 +11,11 @@ temporary folder and renamed into place (``os.replace``), then the database row 
 a crash at any point leaves either no version folder or a complete one.
 
 Owners and recovery. TRAINING, STARTING_HOSTING and STOPPING_HOSTING rows (and ``.tmp-*``
-folders) belong to the :class:`Store` instance that wrote them, named by a random owner id
-(``uuid4``; never a PID, which repeats: a container's server is PID 1 after every restart, and
-a process in another PID namespace cannot see ours). An owner is alive exactly while it holds
-an exclusive ``flock`` on ``owners/<id>.lock``; the kernel drops that lock when the process
-ends, however it ends (kill -9 included), and the lock is visible across PID namespaces on the
-same host. Opening a store, and reading a transient row another owner wrote, settles the rows
-of dead owners (TRAINING_FAILED, TRAINED) with a status message that says so and removes their
-temporary folders; a live owner's rows are never touched. (A home shared over a network file
-system whose ``flock`` is not coherent between hosts is not supported.)
+folders) belong to the :class:`Store` instance that wrote them, named by a random owner id that
+is alive while it holds a file lock (:mod:`lvkit.locks`; never a PID). Opening a store, and
+reading a transient row another owner wrote, settles the rows of dead owners (TRAINING_FAILED,
+TRAINED) with a status message that says so and removes their temporary folders; a live
+owner's rows are never touched.
 
 Idempotency. :meth:`Store.remember` records a ClientToken in the same transaction as the
 writes it guards, under the ``(operation, token)`` primary key: a crash leaves both or
@@ -41,14 +37,12 @@ and DetectAnomalies on versions that are HOSTED), and every change raises
 :class:`~lvkit.errors.StoreNotWritableError` (InternalServerException on the wire) with a
 message that says what works and what to do; nothing is half-written.
 
-Imports ``lvkit.errors`` and ``lvkit.validation`` only.
+Imports ``lvkit.errors``, ``lvkit.validation`` and ``lvkit.locks`` only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
@@ -73,17 +67,12 @@ from lvkit.errors import (
     ValidationException,
     redact_paths,
 )
+from lvkit.locks import FULL, READ_ONLY, OwnerLock, ServerLock, is_unwritable, why_unwritable
 from lvkit.validation import check_project_name
 
 __all__ = ["TOKEN_TTL_SECONDS", "ModelRecord", "ProjectRecord", "Store", "default_home"]
 
 logger = logging.getLogger("lvkit.store")
-
-#: errno values that mean "this file system will not take a change"
-_UNWRITABLE_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM}
-#: SQLite's messages for the same
-_UNWRITABLE_SQLITE = ("readonly database", "disk is full", "unable to open database file", "disk i/o error",
-                      "read-only file system")
 
 #: how long a ClientToken is remembered: the service documented 8 hours
 TOKEN_TTL_SECONDS = 8 * 3600
@@ -124,33 +113,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 #: statuses owned by a live Store instance while they last, and what they settle to without it
 _TRANSIENT = {"TRAINING": "TRAINING_FAILED", "STARTING_HOSTING": "TRAINED", "STOPPING_HOSTING": "TRAINED"}
 _INTERRUPTED = {"TRAINING": "training", "STARTING_HOSTING": "starting", "STOPPING_HOSTING": "stopping"}
-_OWNER = re.compile(r"^[0-9a-f]{32}$")
 _TMP = re.compile(r"^\.tmp-([0-9a-f]{32})-")
-
-
-def _unwritable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the file system is read-only or full (not a bug, not bad input)."""
-    if isinstance(exc, OSError) and exc.errno in _UNWRITABLE_ERRNOS:
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and any(m in str(exc).lower() for m in _UNWRITABLE_SQLITE)
-
-
-_FULL, _READ_ONLY = "its disk is full", "its file system is read-only"
-
-
-def _why(exc: BaseException, home: Path) -> str:
-    """Which of the two it is: SQLite's message is often only "unable to open database file"."""
-    if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or "full" in str(exc).lower():
-        return _FULL
-    if (isinstance(exc, OSError) and exc.errno == errno.EROFS) or "read-only" in str(exc).lower():
-        return _READ_ONLY
-    try:
-        fs = os.statvfs(home)
-    except OSError:
-        return _READ_ONLY
-    if fs.f_flag & os.ST_RDONLY:
-        return _READ_ONLY
-    return _FULL if fs.f_bavail * fs.f_frsize < 1024 * 1024 else f"its file system refused the write ({exc})"
 
 
 def default_home() -> Path:
@@ -216,11 +179,11 @@ class Store:
             self.home.mkdir(parents=True, exist_ok=True)
             (self.home / "artifacts").mkdir(exist_ok=True)
         except OSError as exc:
-            if not (_unwritable(exc) and (self.home / "lvkit.db").is_file()):
+            if not (is_unwritable(exc) and (self.home / "lvkit.db").is_file()):
                 raise LvkitError(f"cannot create the lvkit home ({exc.strerror})") from exc
-        self.owner = uuid.uuid4().hex
-        self._owner_fd: int | None = None  # held flock on owners/<owner>.lock, taken on first claim
-        self._server_fd: int | None = None  # held flock on serve.lock (claim_server)
+        self._owners = OwnerLock(self.home)
+        self._server = ServerLock(self.home)
+        self.owner = self._owners.id
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting of the thread holding _lock
         #: False when the home opened read-only; changes then raise StoreNotWritableError
@@ -244,10 +207,10 @@ class Store:
                     db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
         except (sqlite3.OperationalError, StoreNotWritableError) as exc:
             cause = exc.__cause__ if isinstance(exc, StoreNotWritableError) and exc.__cause__ else exc
-            if not _unwritable(cause) or not (self.home / "lvkit.db").is_file():
+            if not is_unwritable(cause) or not (self.home / "lvkit.db").is_file():
                 raise
             self._db = self._open(read_only=True)
-            self.writable, self._read_only_reason = False, _why(cause, self.home)
+            self.writable, self._read_only_reason = False, why_unwritable(cause, self.home)
             logger.warning("the lvkit home opened read-only (%s): reads and DetectAnomalies work, changes fail",
                            self._read_only_reason)
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
@@ -281,7 +244,7 @@ class Store:
     def _reopen(self) -> bool:
         """A home that opened read-only because its disk was full: try read-write again (at most
         every 2 s), so freeing space is enough, no restart needed. With self._lock held."""
-        if self._read_only_reason == _READ_ONLY or time.monotonic() < self._reopen_after:
+        if self._read_only_reason == READ_ONLY or time.monotonic() < self._reopen_after:
             return False
         self._reopen_after = time.monotonic() + 2.0
         try:
@@ -303,8 +266,8 @@ class Store:
         error = StoreNotWritableError(
             f"lvkit cannot save this change: {why}. Reads (Describe*, List*) and DetectAnomalies on HOSTED "
             "models still work; creating, deleting, starting, stopping, tagging and training need "
-            + ("free space on the disk" if why == _FULL else "a writable LVKIT_HOME"),
-            retry_after_seconds=None if why == _READ_ONLY else 60)
+            + ("free space on the disk" if why == FULL else "a writable LVKIT_HOME"),
+            retry_after_seconds=None if why == READ_ONLY else 60)
         error.__cause__ = cause
         return error
 
@@ -325,7 +288,7 @@ class Store:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise self._not_writable(_why(exc, self.home), exc) if _unwritable(exc) else exc
+                raise self._not_writable(why_unwritable(exc, self.home), exc) if is_unwritable(exc) else exc
             self._depth = 1
             try:
                 yield self._db
@@ -333,8 +296,8 @@ class Store:
                 self._depth = 0
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                if _unwritable(exc) and not isinstance(exc, StoreNotWritableError):
-                    raise self._not_writable(_why(exc, self.home), exc) from exc
+                if is_unwritable(exc) and not isinstance(exc, StoreNotWritableError):
+                    raise self._not_writable(why_unwritable(exc, self.home), exc) from exc
                 raise
             self._depth = 0
             try:
@@ -342,22 +305,16 @@ class Store:
             except BaseException as exc:  # e.g. a full disk: leave no transaction open behind us
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                if _unwritable(exc):
-                    raise self._not_writable(_why(exc, self.home), exc) from exc
+                if is_unwritable(exc):
+                    raise self._not_writable(why_unwritable(exc, self.home), exc) from exc
                 raise
 
     def close(self) -> None:
         """Close the database and give up ownership (this instance's transient rows become recoverable)."""
         with self._lock:
             self._db.close()
-            if self._server_fd is not None:
-                if self._server_fd >= 0:
-                    os.close(self._server_fd)
-                self._server_fd = None
-            if self._owner_fd is not None:
-                os.close(self._owner_fd)
-                self._owner_fd = None
-                (self.home / "owners" / f"{self.owner}.lock").unlink(missing_ok=True)
+            self._server.release()
+            self._owners.release()
 
     def project_arn(self, name: str) -> str:
         return f"arn:aws:lookoutvision:{self.region}:{self.account}:project/{name}"
@@ -375,42 +332,18 @@ class Store:
 
     # -- owners ----------------------------------------------------------------------------
     def _claim(self) -> str:
-        """Become a live owner (hold the flock on ``owners/<owner>.lock``); returns the owner id."""
+        """Become a live owner (:class:`~lvkit.locks.OwnerLock`); returns the owner id."""
         with self._lock:
-            if self._owner_fd is None:
-                if not self.writable:
-                    raise self._not_writable(self._read_only_reason)
-                folder = self.home / "owners"
-                try:
-                    folder.mkdir(exist_ok=True)
-                    fd = os.open(folder / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-                except OSError as exc:
-                    raise self._not_writable(_why(exc, self.home), exc) if _unwritable(exc) else exc
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random id: never contended
-                with contextlib.suppress(OSError):  # for people reading the folder; a full disk may refuse it
-                    os.write(fd, f"pid {os.getpid()} since {time.time():.3f}\n".encode())
-                self._owner_fd = fd
-            return self.owner
+            if not self._owners.held and not self.writable:
+                raise self._not_writable(self._read_only_reason)
+            try:
+                return self._owners.acquire()
+            except OSError as exc:
+                raise self._not_writable(why_unwritable(exc, self.home), exc) if is_unwritable(exc) else exc
 
     def owner_alive(self, owner: str | None) -> bool:
         """Whether the Store instance ``owner`` still holds its lock (None and unknown ids: no)."""
-        if owner is None or not _OWNER.match(owner):
-            return False
-        if owner == self.owner:
-            return self._owner_fd is not None
-        try:
-            fd = os.open(self.home / "owners" / f"{owner}.lock", os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                return True
-            raise
-        finally:
-            os.close(fd)  # releases the lock if we took it
-        return False
+        return self._owners.alive(owner)
 
     def recover(self) -> list[tuple[str, int, str]]:
         """Settle transient rows of dead owners; remove their temporary folders and lock files.
@@ -439,48 +372,15 @@ class Store:
             match = _TMP.match(tmp.name)
             if match is None or not self.owner_alive(match.group(1)):
                 shutil.rmtree(tmp, ignore_errors=True)
-        for lock in (self.home / "owners").glob("*.lock"):
-            if lock.stem != self.owner and not self.owner_alive(lock.stem):
-                with contextlib.suppress(OSError):
-                    lock.unlink(missing_ok=True)
+        self._owners.sweep()
         return changed
 
     def claim_server(self, where: str = "") -> None:
-        """Become the one serving process of this home, or raise LvkitError naming the other.
-
-        ``lvkit serve`` hosts models, re-hosts HOSTED versions at start and owns their hosting
-        states, so two servers over one home would undo each other's work: the second is
-        refused. Held (an ``flock`` on ``serve.lock``) until :meth:`close` or the process ends.
-        In-process clients (``lvkit.client()``, the CLI) never claim and may run beside it.
-        """
+        """Become the one serving process of this home (:class:`~lvkit.locks.ServerLock`), or
+        raise LvkitError naming the other; held until :meth:`close` or the process ends.
+        In-process clients (``lvkit.client()``, the CLI) never claim and may run beside it."""
         with self._lock:
-            if self._server_fd is not None:
-                return
-            try:
-                fd = os.open(self.home / "serve.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                if not _unwritable(exc):
-                    raise
-                try:  # a read-only home: a read-only descriptor still takes the lock
-                    fd = os.open(self.home / "serve.lock", os.O_RDONLY)
-                except OSError:
-                    logger.warning("serving a read-only home without the one-server lock: %s", exc.strerror)
-                    self._server_fd = -1  # claimed as far as it can be: do not warn again
-                    return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                other = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-                os.close(fd)
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                raise LvkitError(f"another lvkit server already serves this home ({other}); stop it first, "
-                                 "or give this one another --home / LVKIT_HOME") from None
-            with contextlib.suppress(OSError):  # who holds it, for the next one's message
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()}{', ' + where if where else ''}, since "
-                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-            self._server_fd = fd
+            self._server.acquire(where)
 
     # -- projects --------------------------------------------------------------------------
     def create_project(self, name: str) -> ProjectRecord:
@@ -542,7 +442,8 @@ class Store:
                                         (project,)).fetchall()
             if attempt or not self._orphaned(rows):
                 break
-            self.recover()
+            with contextlib.suppress(StoreNotWritableError):  # a full disk: show it as it is, reads work
+                self.recover()
         return [self._model(r) for r in rows]
 
     def get_model(self, project: str, version: str | int) -> ModelRecord:
@@ -559,7 +460,8 @@ class Store:
                                            (project, number)).fetchone()
             if attempt or row is None or not self._orphaned([row]):
                 break
-            self.recover()  # its owner died: settle it before anyone acts on a stale status
+            with contextlib.suppress(StoreNotWritableError):  # a full disk: show it as it is, reads work
+                self.recover()  # its owner died: settle it before anyone acts on a stale status
         if row is None:
             what = "has no model versions" if version == "latest" else f"has no model version {version}"
             raise ResourceNotFoundException(f"project {project!r} {what}",
@@ -665,6 +567,20 @@ class Store:
             db.executemany("DELETE FROM tags WHERE arn=? AND key=?", [(arn, k) for k in keys])
 
     # -- idempotency ---------------------------------------------------------------------------
+    def recall(self, operation: str, token: str, request: dict[str, Any], *, resource_id: str = "",
+               resource_type: str = "PROJECT") -> dict[str, Any] | None:
+        """The stored response of an earlier call with this token and request, or None; the same
+        token with another request raises ConflictException (as :meth:`remember` does). Reads only."""
+        with self._lock:
+            row = self._db.execute("SELECT request, response FROM tokens WHERE operation=? AND token=? AND created >= ?",
+                                   (operation, token, time.time() - TOKEN_TTL_SECONDS)).fetchone()
+        if row is None:
+            return None
+        if row["request"] != json.dumps(request, sort_keys=True):
+            raise ConflictException(f"ClientToken {token!r} was already used with a different {operation} request",
+                                    resource_id=resource_id, resource_type=resource_type, operation_name=operation)
+        return dict(json.loads(row["response"]))
+
     def remember(self, operation: str, token: str, request: dict[str, Any],
                  run: Callable[[], dict[str, Any]], *, resource_id: str = "",
                  resource_type: str = "PROJECT") -> tuple[dict[str, Any], bool]:

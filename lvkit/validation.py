@@ -21,9 +21,10 @@ __all__ = [
     "encode_next_token",
 ]
 
-_PROJECT = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_\-]*$")
-_VERSION = re.compile(r"^([1-9][0-9]*|latest)$")
-_TOKEN = re.compile(r"^[a-zA-Z0-9-]+$")
+# fullmatch, never match with "$": "$" also matches before a final newline ("demo\n")
+_PROJECT = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_\-]*")
+_VERSION = re.compile(r"[1-9][0-9]*|latest")
+_TOKEN = re.compile(r"[a-zA-Z0-9-]+")
 
 
 def check_project_name(name: object, *, field: str = "ProjectName") -> str:
@@ -39,7 +40,7 @@ def check_project_name(name: object, *, field: str = "ProjectName") -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 255:
         got = f"{len(name)} characters" if isinstance(name, str) else type(name).__name__
         raise ValidationException(f"{field} must be 1 to 255 characters long, got {got}")
-    if not _PROJECT.match(name):
+    if not _PROJECT.fullmatch(name):
         raise ValidationException(
             f"{field} {name[:64]!r} is invalid: it must start with a letter or digit and contain only "
             "ASCII letters, digits, '_' and '-'"
@@ -56,7 +57,7 @@ def check_version(version: object, *, field: str = "ModelVersion") -> str:
     if not isinstance(version, str) or not 1 <= len(version) <= 10:
         got = f"{len(version)} characters" if isinstance(version, str) else type(version).__name__
         raise ValidationException(f"{field} must be 1 to 10 characters long, got {got}")
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise ValidationException(
             f"{field} {version!r} is invalid: expected a positive integer without leading zeros "
             "(1, 2, ...) or 'latest'"
@@ -68,7 +69,7 @@ def check_client_token(token: object) -> str | None:
     """ClientToken: optional, 1-64 characters ``[a-zA-Z0-9-]``."""
     if token is None:
         return None
-    if not isinstance(token, str) or not 1 <= len(token) <= 64 or not _TOKEN.match(token):
+    if not isinstance(token, str) or not 1 <= len(token) <= 64 or not _TOKEN.fullmatch(token):
         raise ValidationException("ClientToken must be 1 to 64 characters of ASCII letters, digits and '-'")
     return token
 

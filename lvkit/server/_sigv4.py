@@ -7,9 +7,10 @@ signature with ``botocore.auth.SigV4Auth`` and the secret of the access key name
 AccessDeniedException (403): no or malformed Authorization, unknown access key, a date more
 than 15 minutes from the server's clock, a credential scope for another service or date, a
 payload hash that does not match the body, a wrong signature. An unknown access key, a payload
-hash that does not match and a wrong signature get the same message, and the key is checked
-after everything else that needs no secret, so a client cannot learn which keys exist; the
-server's log (logger ``lvkit.server``) says which it was, with the request id.
+hash that does not match and a wrong signature get the same message at the same point (after
+the body is read: an unknown key goes through the same size, budget and body checks as a known
+one), so neither the answer nor its status tells a client which keys exist; the server's log
+(logger ``lvkit.server``) says which it was, with the request id.
 
 Choices: any region in the credential scope is accepted (the signature covers it);
 ``UNSIGNED-PAYLOAD`` is refused; presigned URLs (query-string auth) are not supported.
@@ -31,6 +32,7 @@ import hmac
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,6 +122,7 @@ class _Authorization:
     signed_headers: tuple[str, ...]
     signature: str
     timestamp: str
+    known: bool = True  # False: an unknown key, refused by verify() exactly like a wrong signature
 
 
 class SigV4Verifier:
@@ -140,13 +143,15 @@ class SigV4Verifier:
         if not credentials:
             raise ValueError("expected at least one access key")
         self.credentials = dict(credentials)
+        self._decoy = secrets.token_hex(20)
         self.service = service
         self.clock = clock
 
     def precheck(self, headers: Mapping[str, str], *, request_id: str = "-") -> _Authorization:
-        """Check what needs no body: the Authorization header, the date, the key (last).
+        """Check what needs no body: the Authorization header and the date. Whether the key is
+        known is :meth:`verify`'s answer, after the body, the same as for a wrong signature.
 
-        ``request_id`` only labels the server's log line for a refused key.
+        ``request_id`` only labels the server's log line for a refused request.
         """
         header = headers.get("authorization")
         if not header:
@@ -176,10 +181,10 @@ class SigV4Verifier:
         missing = [name for name in names if name not in headers]
         if missing:
             raise AccessDeniedException(f"signed headers are missing from the request: {sorted(missing)}")
-        if key not in self.credentials:  # last, and the answer to a wrong signature
-            logger.warning("request %s: SigV4 refused: the access key %r is not known", request_id, key)
-            raise AccessDeniedException(BAD_SIGNATURE)
-        return _Authorization(key, date, region, service, names, signature, timestamp)
+        # an unknown key goes on as far as a known one (body limits, budget, reading the body) and
+        # is refused by verify() with the same answer as a wrong signature: no answer, status or
+        # timing before the body tells a caller whether a key exists
+        return _Authorization(key, date, region, service, names, signature, timestamp, key in self.credentials)
 
     def verify(self, auth: _Authorization, *, method: str, url: str, headers: Sequence[tuple[str, str]],
                body: bytes, request_id: str = "-") -> None:
@@ -200,9 +205,12 @@ class SigV4Verifier:
         for name, value in signed:
             request.headers[name] = value  # an HTTPMessage: repeated names keep every value
         request.context["timestamp"] = auth.timestamp
-        signer = SigV4Auth(Credentials(auth.access_key, self.credentials[auth.access_key]), auth.service,
-                           auth.region)
+        secret = self.credentials.get(auth.access_key, self._decoy)  # the same work for an unknown key
+        signer = SigV4Auth(Credentials(auth.access_key, secret), auth.service, auth.region)
         expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+        if not auth.known:
+            logger.warning("request %s: SigV4 refused: the access key %r is not known", request_id, auth.access_key)
+            raise AccessDeniedException(BAD_SIGNATURE)
         if not hmac.compare_digest(expected, auth.signature):
             logger.warning("request %s: SigV4 refused: a wrong signature for the access key %r", request_id,
                            auth.access_key)

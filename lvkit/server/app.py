@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -270,10 +271,9 @@ class Call:
         value = self.query(name)
         if value is None:
             return None
-        try:
-            return int(value)
-        except ValueError:
-            raise ValidationException(f"{field} must be an integer, got {value[:32]!r}") from None
+        if not re.fullmatch(r"-?[0-9]{1,10}", value, re.ASCII):  # int() also takes "١", "1_0" and " 1"
+            raise ValidationException(f"{field} must be an integer, got {value[:32]!r}")
+        return int(value)
 
     def json(self) -> dict[str, Any]:
         return parse_json_body(self.body)

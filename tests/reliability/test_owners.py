@@ -173,3 +173,24 @@ def test_stale_lock_files_do_not_count_as_owners(tmp_path):
     assert not store.owner_alive(ghost)
     assert not store.owner_alive("../lvkit.db") and not store.owner_alive(None)
     assert not (tmp_path / "owners" / f"{ghost}.lock").exists()
+
+
+def test_a_check_while_an_owner_takes_its_lock_cannot_call_it_dead(tmp_path, monkeypatch):
+    """Another process's recover() runs between the owner creating its lock file and locking it."""
+    from lvkit import locks
+
+    fake_version(tmp_path)
+    a, b = Store(tmp_path), Store(tmp_path)
+    real, interleaved = locks.fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        if not interleaved and f"{a.owner}." in os.readlink(f"/proc/self/fd/{fd}"):
+            interleaved.append(b.recover())  # the other side looks at the folder right now
+        real(fd, operation)
+
+    monkeypatch.setattr(locks.fcntl, "flock", flock)
+    assert a.set_status("p", 1, "STARTING_HOSTING", "hosting is starting", expect=("TRAINED",))
+    assert interleaved == [[]]
+    assert b.owner_alive(a.owner) and b.get_model("p", 1).status == "STARTING_HOSTING"
+    a.close()
+    assert b.get_model("p", 1).status == "TRAINED"

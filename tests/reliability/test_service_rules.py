@@ -300,3 +300,71 @@ def test_in_process_clients_run_beside_a_server(demo_home):
     assert lv.list_projects()["Projects"][0]["ProjectName"] == "demo"
     serving.close()
     Store(demo_home).claim_server()  # free again
+
+
+# -- review findings: trailing newlines, token replays past the quota, lazy loads, refused threads ----
+@pytest.mark.parametrize("call", [
+    lambda lv: lv.create_project(ProjectName="demo2\n"),
+    lambda lv: lv.create_project(ProjectName="demo2", ClientToken="abc\n"),
+    lambda lv: lv.describe_model(ProjectName="demo", ModelVersion="1\n"),
+    lambda lv: lv.list_tags_for_resource(ResourceArn=ARN + "1\n"),
+])
+def test_a_final_newline_is_not_part_of_a_valid_name(lv, call):
+    with pytest.raises(lv.exceptions.ValidationException):
+        call(lv)
+    assert [p["ProjectName"] for p in lv.list_projects()["Projects"]] == ["demo"]
+
+
+def test_a_start_retried_with_its_token_gets_the_first_answer_even_at_the_quota(demo_home):
+    service = LookoutVisionService(demo_home, max_inference_units=4)
+    assert service.start_model("demo", "1", 4, client_token="t1") == "STARTING_HOSTING"
+    assert service.start_model("demo", "1", 4, client_token="t1") == "STARTING_HOSTING"  # not 402
+    with pytest.raises(lvkit.ConflictException, match="different StartModel"):
+        service.start_model("demo", "1", 3, client_token="t1")
+    with pytest.raises(lvkit.ServiceQuotaExceededException):
+        service.start_model("demo", "2", 1)
+    service.close()
+
+
+def test_a_version_hosted_elsewhere_reserves_its_units_when_loaded_here(demo_home, dark):
+    other = Store(demo_home)
+    other.set_status("demo", 1, "HOSTED", "hosted", min_units=3)  # as another process left it
+    other.close()
+    service = serving_service(demo_home, max_inference_units=2)
+    with pytest.raises(lvkit.ThrottlingException, match="cannot be loaded now") as err:
+        service.detect_anomalies("demo", "1", dark, "image/png")
+    assert err.value.response["QuotaCode"] == "inference-units"
+    assert service._units == {} and service.hosted() == {}
+    service.max_inference_units = 3
+    assert service.detect_anomalies("demo", "1", dark, "image/png").is_anomalous is False
+    assert service._units == {("demo", 1): 3}
+    service.close()
+
+
+def test_when_the_host_refuses_a_transition_thread_the_caller_runs_it(demo_home, monkeypatch):
+    real = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("lvkit-hosting-"):
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    service = serving_service(demo_home)  # wait=False: still complete, in the caller's thread
+    assert service.start_model("demo", "1", 1) == "STARTING_HOSTING"
+    assert service.describe_model("demo", "1").status == "HOSTED"
+    assert service.stop_model("demo", "1") == "STOPPING_HOSTING"
+    assert service.describe_model("demo", "1").status == "TRAINED" and service._units == {}
+    service.close()
+
+
+def test_reads_still_work_when_settling_a_dead_owner_cannot_be_written(demo_home, monkeypatch):
+    dead = Store(demo_home)
+    dead.set_status("demo", 1, "STARTING_HOSTING", "hosting is starting")
+    dead.close()  # its owner is gone: a read would settle the row
+    store = Store.__new__(Store)  # opened while the disk is full (recover() cannot commit)
+    monkeypatch.setattr(Store, "recover", lambda self: (_ for _ in ()).throw(
+        lvkit.StoreNotWritableError("lvkit cannot save this change: its disk is full")))
+    store.__init__(demo_home)  # type: ignore[misc]
+    assert store.get_model("demo", 1).status == "STARTING_HOSTING"  # shown as it is, no error
+    assert [m.version for m in store.list_models("demo")] == [1, 2]

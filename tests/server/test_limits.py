@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 import lvkit
 from lvkit.cli import main
 from lvkit.server import create_app, load_credentials
-from lvkit.server.app import parse_json_body
+from lvkit.server.app import JSON_BODY_LIMIT, parse_json_body
 from lvkit.service import LookoutVisionService
 from tests.server.conftest import boto, host, serving_service
 
@@ -316,6 +316,18 @@ def test_unknown_keys_and_wrong_signatures_read_the_same(demo_home, caplog):
     app.state.lvkit.verifier.clock = lambda: time.time() + 16 * 60  # checks that need no secret come first
     expired = {api.get(P, headers=signed(key, "s3cret")).json()["message"] for key in ("AKIDKNOWN", "AKIDNOBODY")}
     assert len(expired) == 1 and "Signature expired" in expired.pop()
+
+
+def test_an_unknown_key_meets_the_same_body_checks_as_a_known_one(demo_home):
+    """Before, an unknown key was refused before the body (403) and a known one reached the size
+    check (400): the status told which keys exist. Now both get the body checks first."""
+    app = create_app(LookoutVisionService(demo_home), credentials={"AKIDKNOWN": "s3cret"}, rehost=False)
+    api = TestClient(app)
+    too_big = {"Content-Length": str(JSON_BODY_LIMIT + 1)}
+    answers = [api.post(P, headers={**signed(key, secret), **too_big}, content=b" " * (JSON_BODY_LIMIT + 1))
+               for key, secret in (("AKIDKNOWN", "guess"), ("AKIDNOBODY", "s3cret"))]
+    assert [r.status_code for r in answers] == [400, 400]
+    assert answers[0].json()["message"] == answers[1].json()["message"]
 
 
 @pytest.mark.parametrize(
