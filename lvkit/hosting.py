@@ -21,6 +21,7 @@ Imports ``lvkit.errors`` and ``lvkit.backends`` only.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from lvkit.errors import (
     ConflictException,
     InternalServerException,
     LookoutVisionError,
+    ServiceQuotaExceededException,
     ThrottlingException,
     redact_paths,
 )
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from lvkit.backends import Backend
     from lvkit.shapes import ContentType, DetectAnomalyResult
 
-__all__ = ["HostingOptions", "InlinePool", "ModelPool", "Pool"]
+__all__ = ["HostingOptions", "InlinePool", "ModelPool", "Pool", "UnitQuota", "default_max_inference_units"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,3 +328,64 @@ class ModelPool:
 
 
 Pool = InlinePool | ModelPool
+
+
+def default_max_inference_units() -> int:
+    """The default inference-unit quota of one serving process: 4 per core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+class UnitQuota:
+    """Inference units (worker threads) reserved per hosted version, against one limit.
+
+    Examples
+    --------
+    >>> quota = UnitQuota(4)
+    >>> quota.reserve(("p", 1), 3, arn="arn:...:model/p/1", operation="StartModel") is None
+    True
+    >>> try:
+    ...     quota.reserve(("p", 2), 2, arn="arn:...:model/p/2", operation="StartModel")
+    ... except ServiceQuotaExceededException as exc:
+    ...     print(exc.http_status, exc.message[:65])
+    402 hosting 2 inference unit(s) would exceed this server's quota of 4
+    >>> quota.release(("p", 1)); quota.reserved
+    {}
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the inference-unit quota must be >= 1, got {limit}")
+        self.limit = limit
+        self._units: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()  # a leaf: nothing else is taken while it is held
+
+    @property
+    def reserved(self) -> dict[tuple[str, int], int]:
+        """Units reserved now, per (project, version)."""
+        with self._lock:
+            return dict(self._units)
+
+    def reserve(self, key: tuple[str, int], units: int, *, arn: str, operation: str) -> int | None:
+        """Reserve ``units`` for ``key`` (replacing its reservation); returns the previous one.
+
+        Raises ServiceQuotaExceededException (402, naming ``arn``) beyond the limit.
+        """
+        with self._lock:
+            others = sum(n for k, n in self._units.items() if k != key)
+            if units > self.limit - others:
+                raise ServiceQuotaExceededException(
+                    f"hosting {units} inference unit(s) would exceed this server's quota of {self.limit} "
+                    f"({others} in use by other model versions); ask for fewer or stop another model",
+                    quota_code="inference-units", service_code="lookoutvision", resource_id=arn,
+                    resource_type="MODEL", operation_name=operation)
+            previous = self._units.get(key)
+            self._units[key] = units
+            return previous
+
+    def release(self, key: tuple[str, int], previous: int | None = None) -> None:
+        """Give back ``key``'s reservation (or put ``previous`` back)."""
+        with self._lock:
+            if previous is None:
+                self._units.pop(key, None)
+            else:
+                self._units[key] = previous

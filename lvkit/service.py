@@ -29,14 +29,14 @@ ConflictException. The token is stored in the transaction that makes the change
 (:meth:`~lvkit.store.Store.remember`), so it holds across crashes and processes.
 
 Locks. A version's lock (``_key_lock``) is taken first; under it the store's lock (database
-work only) and ``self._lock`` (the tables of version locks and reserved units) may be taken.
-``self._lock`` is a leaf: nothing else is ever taken while it is held. The store's lock is never
+work only), ``self._lock`` (the table of version locks) and the quota's lock may be taken. The
+last two are leaves: nothing else is ever taken while either is held. The store's lock is never
 held while waiting for a model, a pool or a thread, and pools are closed (which waits for their
 workers) and threads joined (``wait=True``) with no lock held.
 
 Quota. MinInferenceUnits/MaxInferenceUnits are worker threads: the versions this process
 hosts may reserve at most ``max_inference_units`` units together (MaxInferenceUnits, or
-MinInferenceUnits without it; default :func:`default_max_inference_units`, 4 per core and at
+MinInferenceUnits without it; default :func:`~lvkit.hosting.default_max_inference_units`, 4 per core and at
 least 8). Beyond it StartModel answers ServiceQuotaExceededException (402), as the service
 did for its inference-unit quota; a version HOSTED by another process and loaded here by its
 first DetectAnomalies reserves its units too (ThrottlingException with QuotaCode when they are
@@ -69,9 +69,7 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import threading
-import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -85,18 +83,22 @@ from lvkit.errors import (
     ThrottlingException,
     ValidationException,
 )
-from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool
+from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool, UnitQuota, default_max_inference_units
 from lvkit.images import DEFAULT_MAX_BYTES, check_body, check_content_type
 from lvkit.shapes import ModelDescription, ModelPerformance, ProjectDescription
 from lvkit.store import ModelRecord, Store
 from lvkit.validation import (
+    MAX_TAGS,
     check_client_token,
     check_inference_units,
     check_max_results,
     check_project_name,
+    check_tag_keys,
+    check_tags,
     check_version,
     decode_next_token,
     encode_next_token,
+    parse_resource_arn,
 )
 
 if TYPE_CHECKING:
@@ -104,29 +106,12 @@ if TYPE_CHECKING:
 
     from lvkit.shapes import DetectAnomalyResult
 
-__all__ = ["LookoutVisionService", "default_max_inference_units"]
+__all__ = ["LookoutVisionService"]
 
 logger = logging.getLogger("lvkit.service")
 
 Key = tuple[str, int]
 
-#: most tags on one resource
-MAX_TAGS = 200
-_TAG_PUNCTUATION = frozenset("_.:/=+-@")
-_ARN = re.compile(r"arn:aws:lookoutvision:([^:]*):([^:]*):(project/([^/]+)|model/([^/]+)/([^/]+))")
-_ARN_VERSION = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
-
-
-def default_max_inference_units() -> int:
-    """The default inference-unit quota of one serving process: 4 per core, at least 8."""
-    return max(8, 4 * (os.cpu_count() or 1))
-
-
-def _tag_text(text: str) -> bool:
-    """The contract's tag pattern ``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$``: letters, separators, numbers
-    and ``_.:/=+-@``. Control characters (``\\n``, ``\\t``) are refused; the line and paragraph
-    separators U+2028/U+2029 are in ``\\p{Z}`` and so, to the letter of the pattern, allowed."""
-    return all(c in _TAG_PUNCTUATION or unicodedata.category(c)[0] in "LZN" for c in text)
 
 
 class LookoutVisionService:
@@ -149,7 +134,7 @@ class LookoutVisionService:
         version worker threads, a bounded queue and batching (``lvkit serve``).
     max_inference_units : int, optional
         The most inference units the versions hosted by this service may reserve together;
-        default :func:`default_max_inference_units`.
+        default :func:`~lvkit.hosting.default_max_inference_units` (:attr:`quota`).
     """
 
     def __init__(
@@ -163,11 +148,10 @@ class LookoutVisionService:
         hosting: HostingOptions | None = None,
         max_inference_units: int | None = None,
     ) -> None:
-        if max_inference_units is not None and max_inference_units < 1:
-            raise ValueError(f"max_inference_units must be >= 1, got {max_inference_units}")
+        #: the inference units this service's hosted versions may reserve together
+        self.quota = UnitQuota(default_max_inference_units() if max_inference_units is None
+                               else max_inference_units)
         self.store = store if isinstance(store, Store) else Store(store)
-        self.max_inference_units = max_inference_units or default_max_inference_units()
-        self._units: dict[Key, int] = {}  # inference units reserved per version, under self._lock
         self.device = device
         self.max_bytes = max_bytes
         self.wait = wait
@@ -260,29 +244,6 @@ class LookoutVisionService:
         return ModelPool(backend, min_units=m.min_units or 1, max_units=m.max_units, options=self.hosting,
                          name=f"{m.project}/{m.version}", resource_id=m.arn)
 
-    def _reserve(self, key: Key, units: int, arn: str, operation: str) -> int | None:
-        """Reserve ``units`` inference units for ``key`` (replacing its reservation); returns the
-        previous reservation. ServiceQuotaExceededException beyond the quota."""
-        with self._lock:
-            others = sum(n for k, n in self._units.items() if k != key)
-            if units > self.max_inference_units - others:
-                raise ServiceQuotaExceededException(
-                    f"hosting {units} inference unit(s) would exceed this server's quota of "
-                    f"{self.max_inference_units} ({others} in use by other model versions); ask for fewer "
-                    "or stop another model", quota_code="inference-units", service_code="lookoutvision",
-                    resource_id=arn, resource_type="MODEL", operation_name=operation)
-            previous = self._units.get(key)
-            self._units[key] = units
-            return previous
-
-    def _release(self, key: Key, previous: int | None = None) -> None:
-        """Give back ``key``'s reservation (or put ``previous`` back)."""
-        with self._lock:
-            if previous is None:
-                self._units.pop(key, None)
-            else:
-                self._units[key] = previous
-
     def _host(self, m: ModelRecord) -> None:
         """Load a STARTING_HOSTING version and make it HOSTED (HOSTING_FAILED when anything fails)."""
         key = (m.project, m.version)
@@ -290,7 +251,7 @@ class LookoutVisionService:
             pool = self._pool(self._load(m), m)
         except Exception as exc:  # any failure (load, threads, memory) is reported through the status
             with self._key_lock(key):
-                self._release(key)
+                self.quota.release(key)
                 self.store.set_status(m.project, m.version, "HOSTING_FAILED",
                                       self.store.redact(f"hosting failed: {type(exc).__name__}: {exc}")[:1000],
                                       expect=("STARTING_HOSTING",))
@@ -337,15 +298,16 @@ class LookoutVisionService:
             self._host(self.store.get_model(m.project, m.version))
 
         with self._key_lock(key):
-            previous = self._reserve(key, max_inference_units or min_inference_units, m.arn, "StartModel")
+            previous = self.quota.reserve(key, max_inference_units or min_inference_units, arn=m.arn,
+                                          operation="StartModel")
             try:
                 status, fresh = (run(), True) if token is None else self.store.remember(
                     "StartModel", token, request, run, resource_id=m.arn, resource_type="MODEL")
             except BaseException:
-                self._release(key, previous)
+                self.quota.release(key, previous)
                 raise
             if not fresh:  # a repeat that raced the check above: whatever the first call reserved stands
-                self._release(key, previous)
+                self.quota.release(key, previous)
             spawned = not fresh or self._spawn(key, host)
         if not spawned:
             host()
@@ -364,7 +326,7 @@ class LookoutVisionService:
             if pool is not None:
                 pool.close()  # queued and running requests finish first
             with self._key_lock(key):
-                self._release(key)
+                self.quota.release(key)
                 self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None,
                                       max_units=None)
 
@@ -401,7 +363,7 @@ class LookoutVisionService:
                 if m.status != "HOSTED" or key in self._hosted:
                     continue
                 try:
-                    self._reserve(key, m.max_units or m.min_units or 1, m.arn, "StartModel")
+                    self.quota.reserve(key, m.max_units or m.min_units or 1, arn=m.arn, operation="StartModel")
                     if self.store.set_status(m.project, m.version, "STARTING_HOSTING",
                                              "hosting again after a restart", expect=("HOSTED",)):
                         again = functools.partial(self._rehost_one, m.project, m.version)
@@ -409,7 +371,7 @@ class LookoutVisionService:
                             again()
                         started.append(key)
                     else:
-                        self._release(key)
+                        self.quota.release(key)
                 except ServiceQuotaExceededException as exc:
                     with contextlib.suppress(StoreNotWritableError):
                         self.store.set_status(m.project, m.version, "HOSTING_FAILED",
@@ -417,7 +379,7 @@ class LookoutVisionService:
                 except StoreNotWritableError as exc:
                     # the status cannot move through STARTING_HOSTING: it stays HOSTED, and the version
                     # is loaded by its first DetectAnomalies (submit_detect) instead of now
-                    self._release(key)
+                    self.quota.release(key)
                     logger.warning("%s/%s stays HOSTED and loads on its first request: %s",
                                    m.project, m.version, exc.message)
         for key in started:
@@ -474,7 +436,7 @@ class LookoutVisionService:
                 m = self.store.get_model(m.project, m.version)  # re-read under the lock: StopModel may be running
             if m.status == "TRAINED" and pool is not None:  # stopped by another process
                 stale = self._hosted.pop(key)
-                self._release(key)
+                self.quota.release(key)
             if m.status == "HOSTED" and pool is None:  # HOSTED by another process over the same store
                 pool = self._adopt(m)
         if stale is not None:
@@ -494,14 +456,14 @@ class LookoutVisionService:
         key = (m.project, m.version)
         if self.hosting is not None:  # worker threads: they count against the quota
             try:
-                self._reserve(key, m.max_units or m.min_units or 1, m.arn, "DetectAnomalies")
+                self.quota.reserve(key, m.max_units or m.min_units or 1, arn=m.arn, operation="DetectAnomalies")
             except ServiceQuotaExceededException as exc:
                 raise ThrottlingException(f"model {m.project}/{m.version} cannot be loaded now: {exc.message}",
                                           quota_code="inference-units", service_code="lookoutvision") from exc
         try:
             pool = self._hosted[key] = self._pool(self._load(m), m)
         except Exception as exc:
-            self._release(key)
+            self.quota.release(key)
             raise InternalServerException(self.store.redact(
                 f"model {m.project}/{m.version} could not be loaded: {type(exc).__name__}: {exc}")) from exc
         return pool
@@ -555,37 +517,22 @@ class LookoutVisionService:
     # -- tags -------------------------------------------------------------------------------
     def _resource(self, resource_arn: object) -> tuple[str, str]:
         """The (ARN, resource type) of an existing project or model version of this store."""
-        if not isinstance(resource_arn, str) or not 1 <= len(resource_arn) <= 1011:
-            raise ValidationException("ResourceArn must be 1 to 1011 characters long")
-        match = _ARN.fullmatch(resource_arn)
-        if match is None:
-            raise ValidationException(f"ResourceArn {resource_arn[:128]!r} is not a Lookout for Vision project "
-                                      "or model ARN")
-        region, account, _, project, model_project, version = match.groups()
-        kind = "PROJECT" if project else "MODEL"
+        region, account, kind, project, version = parse_resource_arn(resource_arn)
+        arn = str(resource_arn)
         if (region, account) != (self.store.region, self.store.account):
-            raise ResourceNotFoundException(f"{resource_arn} is not a resource of this service "
+            raise ResourceNotFoundException(f"{arn} is not a resource of this service "
                                             f"({self.store.region}, account {self.store.account})",
-                                            resource_id=resource_arn, resource_type=kind)
-        if project:
-            self.store.get_project(check_project_name(project))
+                                            resource_id=arn, resource_type=kind)
+        if version is None:
+            self.store.get_project(project)
         else:
-            if not _ARN_VERSION.fullmatch(version):  # ASCII digits only: '١' or '²' are not version 1 or 2
-                raise ValidationException(f"a model ARN names a version number (1 to 10 ASCII digits), "
-                                          f"got {version[:32]!r}")
-            self.store.get_model(check_project_name(model_project), version)
-        return resource_arn, kind
+            self.store.get_model(project, version)
+        return arn, kind
 
     def tag_resource(self, resource_arn: str, tags: dict[str, str]) -> None:
         """Add or overwrite tags on a project or model version."""
         arn, kind = self._resource(resource_arn)
-        if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
-            raise ValidationException(f"Tags must hold 0 to {MAX_TAGS} tags")
-        for key, value in tags.items():
-            _check_tag_key(key)
-            if not isinstance(value, str) or len(value) > 256 or not _tag_text(value):
-                raise ValidationException(f"tag value {str(value)[:64]!r} is invalid: 0 to 256 letters, numbers, "
-                                          "spaces and _.:/=+-@ (no control characters)")
+        check_tags(tags)
         if len(set(self.store.get_tags(arn)) | set(tags)) > MAX_TAGS:
             raise ServiceQuotaExceededException(
                 f"{arn} would have more than {MAX_TAGS} tags", quota_code="tags-per-resource",
@@ -600,10 +547,7 @@ class LookoutVisionService:
     def untag_resource(self, resource_arn: str, tag_keys: list[str]) -> None:
         """Remove tags by key (keys that are not there are ignored)."""
         arn, _ = self._resource(resource_arn)
-        if not isinstance(tag_keys, list) or len(tag_keys) > MAX_TAGS:
-            raise ValidationException(f"TagKeys must hold 0 to {MAX_TAGS} keys")
-        for key in tag_keys:
-            _check_tag_key(key)
+        check_tag_keys(tag_keys)
         self.store.delete_tags(arn, tag_keys)
 
     def close(self) -> None:
@@ -615,10 +559,3 @@ class LookoutVisionService:
             pool.close(timeout=30.0)
         self.store.close()
 
-
-def _check_tag_key(key: object) -> None:
-    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _tag_text(key):
-        raise ValidationException(f"tag key {str(key)[:64]!r} is invalid: 1 to 128 letters, numbers, spaces "
-                                  "and _.:/=+-@ (no control characters)")
-    if key.lower().startswith("aws:"):
-        raise ValidationException(f"tag key {key[:64]!r} is invalid: the prefix 'aws:' is reserved")

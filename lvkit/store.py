@@ -35,9 +35,9 @@ Disks. A home on a read-only file system opens read-only (``Store.writable`` is 
 full disk is found at the first write. Either way every read keeps working (Describe*, List*,
 and DetectAnomalies on versions that are HOSTED), and every change raises
 :class:`~lvkit.errors.StoreNotWritableError` (InternalServerException on the wire) with a
-message that says what works and what to do; nothing is half-written.
+message that says what works and what to do; nothing is half-written (:mod:`lvkit.database`).
 
-Imports ``lvkit.errors``, ``lvkit.validation`` and ``lvkit.locks`` only.
+Imports ``lvkit.errors``, ``lvkit.validation``, ``lvkit.locks`` and ``lvkit.database`` only.
 """
 
 from __future__ import annotations
@@ -49,12 +49,10 @@ import re
 import shutil
 import logging
 import sqlite3
-import threading
 import time
-import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +65,8 @@ from lvkit.errors import (
     ValidationException,
     redact_paths,
 )
-from lvkit.locks import FULL, READ_ONLY, OwnerLock, ServerLock, is_unwritable, why_unwritable
+from lvkit.database import Database
+from lvkit.locks import OwnerLock, ServerLock, is_unwritable, why_unwritable
 from lvkit.validation import check_project_name
 
 __all__ = ["TOKEN_TTL_SECONDS", "ModelRecord", "ProjectRecord", "Store", "default_home"]
@@ -184,35 +183,21 @@ class Store:
         self._owners = OwnerLock(self.home)
         self._server = ServerLock(self.home)
         self.owner = self._owners.id
-        self._lock = threading.RLock()
-        self._depth = 0  # transaction nesting of the thread holding _lock
-        #: False when the home opened read-only; changes then raise StoreNotWritableError
-        self.writable = True
-        self._read_only_reason = ""
-        self._reopen_after = 0.0  # monotonic time of the next attempt to open read-write again
         defaults = (
             ("region", region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"),
             ("account", account or os.environ.get("LVKIT_ACCOUNT_ID") or "000000000000"),
         )
-        try:
-            self._db = self._open(read_only=False)
-            with self._tx() as db:
-                for stmt in _SCHEMA.strip().split(";\n"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                columns = {r["name"] for r in db.execute("PRAGMA table_info(models)")}
-                if "owner" not in columns:  # a store written before owner ids
-                    db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
-                for key, value in defaults:
-                    db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
-        except (sqlite3.OperationalError, StoreNotWritableError) as exc:
-            cause = exc.__cause__ if isinstance(exc, StoreNotWritableError) and exc.__cause__ else exc
-            if not is_unwritable(cause) or not (self.home / "lvkit.db").is_file():
-                raise
-            self._db = self._open(read_only=True)
-            self.writable, self._read_only_reason = False, why_unwritable(cause, self.home)
-            logger.warning("the lvkit home opened read-only (%s): reads and DetectAnomalies work, changes fail",
-                           self._read_only_reason)
+
+        def setup(db: sqlite3.Connection) -> None:
+            for stmt in _SCHEMA.strip().split(";\n"):
+                if stmt.strip():
+                    db.execute(stmt)
+            if "owner" not in {r["name"] for r in db.execute("PRAGMA table_info(models)")}:  # written before owner ids
+                db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
+            db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", defaults)
+
+        self._database = Database(self.home / "lvkit.db", setup=setup)
+        self._lock = self._database.lock
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         self.region, self.account = meta.get("region", defaults[0][1]), meta.get("account", defaults[1][1])
         try:
@@ -220,99 +205,23 @@ class Store:
         except StoreNotWritableError as exc:  # a full disk: serve what can be served, say why once
             logger.warning("could not settle interrupted work: %s", exc.message)
 
-    def _open(self, *, read_only: bool) -> sqlite3.Connection:
-        path = self.home / "lvkit.db"
-        if read_only:
-            uri = "file:" + urllib.parse.quote(str(path.resolve()))
-            try:  # WAL needs its -shm file; where it cannot be made, read the file as it is
-                db = sqlite3.connect(uri + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-                db.execute("SELECT 1 FROM meta").fetchall()
-            except sqlite3.OperationalError:
-                db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None,
-                                     check_same_thread=False)
-        else:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError:
-                db.close()
-                raise
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
-        return db
-
-    def _reopen(self) -> bool:
-        """A home that opened read-only because its disk was full: try read-write again (at most
-        every 2 s), so freeing space is enough, no restart needed. With self._lock held."""
-        if self._read_only_reason == READ_ONLY or time.monotonic() < self._reopen_after:
-            return False
-        self._reopen_after = time.monotonic() + 2.0
-        try:
-            db = self._open(read_only=False)
-        except sqlite3.OperationalError:
-            return False
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("ROLLBACK")
-        except sqlite3.OperationalError:
-            db.close()
-            return False
-        self._db.close()
-        self._db, self.writable, self._read_only_reason = db, True, ""
-        logger.warning("the lvkit home is writable again")
-        return True
-
-    def _not_writable(self, why: str, cause: BaseException | None = None) -> StoreNotWritableError:
-        error = StoreNotWritableError(
-            f"lvkit cannot save this change: {why}. Reads (Describe*, List*) and DetectAnomalies on HOSTED "
-            "models still work; creating, deleting, starting, stopping, tagging and training need "
-            + ("free space on the disk" if why == FULL else "a writable LVKIT_HOME"),
-            retry_after_seconds=None if why == READ_ONLY else 60)
-        error.__cause__ = cause
-        return error
-
     # -- plumbing --------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; nested use (same thread) joins the outer one."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self._db
-                finally:
-                    self._depth -= 1
-                return
-            if not self.writable and not self._reopen():
-                raise self._not_writable(self._read_only_reason)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._not_writable(why_unwritable(exc, self.home), exc) if is_unwritable(exc) else exc
-            self._depth = 1
-            try:
-                yield self._db
-            except BaseException as exc:
-                self._depth = 0
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if is_unwritable(exc) and not isinstance(exc, StoreNotWritableError):
-                    raise self._not_writable(why_unwritable(exc, self.home), exc) from exc
-                raise
-            self._depth = 0
-            try:
-                self._db.execute("COMMIT")
-            except BaseException as exc:  # e.g. a full disk: leave no transaction open behind us
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if is_unwritable(exc):
-                    raise self._not_writable(why_unwritable(exc, self.home), exc) from exc
-                raise
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.conn
+
+    @property
+    def writable(self) -> bool:
+        """False when the home opened read-only; changes then raise StoreNotWritableError."""
+        return self._database.writable
+
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._database.tx()
 
     def close(self) -> None:
         """Close the database and give up ownership (this instance's transient rows become recoverable)."""
         with self._lock:
-            self._db.close()
+            self._database.close()
             self._server.release()
             self._owners.release()
 
@@ -335,11 +244,11 @@ class Store:
         """Become a live owner (:class:`~lvkit.locks.OwnerLock`); returns the owner id."""
         with self._lock:
             if not self._owners.held and not self.writable:
-                raise self._not_writable(self._read_only_reason)
+                raise self._database.not_writable(self._database.read_only_reason)
             try:
                 return self._owners.acquire()
             except OSError as exc:
-                raise self._not_writable(why_unwritable(exc, self.home), exc) if is_unwritable(exc) else exc
+                raise self._database.not_writable(why_unwritable(exc, self.home), exc) if is_unwritable(exc) else exc
 
     def owner_alive(self, owner: str | None) -> bool:
         """Whether the Store instance ``owner`` still holds its lock (None and unknown ids: no)."""

@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 
 from lvkit.errors import ValidationException
 
 __all__ = [
     "INT32_MAX",
+    "MAX_TAGS",
     "check_client_token",
     "check_inference_units",
     "check_max_results",
     "check_project_name",
     "check_version",
+    "check_tag_keys",
+    "check_tags",
     "decode_next_token",
     "encode_next_token",
+    "parse_resource_arn",
 ]
 
 # fullmatch, never match with "$": "$" also matches before a final newline ("demo\n")
@@ -125,3 +130,75 @@ def decode_next_token(token: object) -> int:
         return int(offset)
     except Exception as exc:  # any malformed token is the caller's error
         raise ValidationException(f"NextToken {str(token)[:64]!r} is not a token lvkit returned") from exc
+
+
+#: most tags on one resource
+MAX_TAGS = 200
+_TAG_PUNCTUATION = frozenset("_.:/=+-@")
+_ARN = re.compile(r"arn:aws:lookoutvision:([^:]*):([^:]*):(?:project/([^/]+)|model/([^/]+)/([^/]+))")
+_ARN_VERSION = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
+
+
+def _tag_text(text: str) -> bool:
+    """The contract's tag pattern ``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$``: letters, separators, numbers
+    and ``_.:/=+-@``. Control characters (``\\n``, ``\\t``) are refused; the line and paragraph
+    separators U+2028/U+2029 are in ``\\p{Z}`` and so, to the letter of the pattern, allowed."""
+    return all(c in _TAG_PUNCTUATION or unicodedata.category(c)[0] in "LZN" for c in text)
+
+
+def check_tag_key(key: object) -> str:
+    """TagKey: 1-128 characters of the tag pattern, not starting ``aws:``.
+
+    >>> check_tag_key("line\\n")
+    Traceback (most recent call last):
+    ...
+    lvkit.errors.ValidationException: ... tag key 'line\\n' is invalid: ...
+    """
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not _tag_text(key):
+        raise ValidationException(f"tag key {str(key)[:64]!r} is invalid: 1 to 128 letters, numbers, spaces "
+                                  "and _.:/=+-@ (no control characters)")
+    if key.lower().startswith("aws:"):
+        raise ValidationException(f"tag key {key[:64]!r} is invalid: the prefix 'aws:' is reserved")
+    return key
+
+
+def check_tags(tags: object) -> dict[str, str]:
+    """Tags: at most :data:`MAX_TAGS`, each key a TagKey and each value 0-256 characters of the pattern."""
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        raise ValidationException(f"Tags must hold 0 to {MAX_TAGS} tags")
+    for key, value in tags.items():
+        check_tag_key(key)
+        if not isinstance(value, str) or len(value) > 256 or not _tag_text(value):
+            raise ValidationException(f"tag value {str(value)[:64]!r} is invalid: 0 to 256 letters, numbers, "
+                                      "spaces and _.:/=+-@ (no control characters)")
+    return tags
+
+
+def check_tag_keys(keys: object) -> list[str]:
+    """TagKeys (UntagResource): a list of at most :data:`MAX_TAGS` TagKeys."""
+    if not isinstance(keys, list) or len(keys) > MAX_TAGS:
+        raise ValidationException(f"TagKeys must hold 0 to {MAX_TAGS} keys")
+    for key in keys:
+        check_tag_key(key)
+    return keys
+
+
+def parse_resource_arn(arn: object) -> tuple[str, str, str, str, str | None]:
+    """A project or model ARN -> (region, account, "PROJECT"|"MODEL", project, version or None).
+
+    The version is 1 to 10 ASCII digits: ``'١'`` or ``'²'`` are not version 1 or 2.
+
+    >>> parse_resource_arn("arn:aws:lookoutvision:us-east-1:000000000000:model/demo/3")
+    ('us-east-1', '000000000000', 'MODEL', 'demo', '3')
+    """
+    if not isinstance(arn, str) or not 1 <= len(arn) <= 1011:
+        raise ValidationException("ResourceArn must be 1 to 1011 characters long")
+    match = _ARN.fullmatch(arn)
+    if match is None:
+        raise ValidationException(f"ResourceArn {arn[:128]!r} is not a Lookout for Vision project or model ARN")
+    region, account, project, model_project, version = match.groups()
+    if project is not None:
+        return region, account, "PROJECT", check_project_name(project), None
+    if not _ARN_VERSION.fullmatch(version):
+        raise ValidationException(f"a model ARN names a version number (1 to 10 ASCII digits), got {version[:32]!r}")
+    return region, account, "MODEL", check_project_name(model_project), version

@@ -117,7 +117,7 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1"
         is answered ValidationException and its connection closed.
     max_inference_units : int, optional
         The most inference units (model workers) of all hosted versions together; default from
-        the CPU cores (:func:`~lvkit.service.default_max_inference_units`).
+        the CPU cores (:func:`~lvkit.hosting.default_max_inference_units`).
     sock : socket.socket, optional
         A bound socket to serve instead of ``host``/``port``. Create it with
         ``socket.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)``: asyncio turns on TCP_NODELAY only

@@ -15,20 +15,9 @@ Choices where the public material is silent:
 
 * An unknown path answers 404 and a known path with another method 405 (with ``Allow``), both
   as ``UnknownOperationException`` in the same error form, never an HTML page.
-* Every malformed JSON body is a ValidationException, never a 500: not UTF-8, not JSON, not
-  an object, nested too deeply, duplicate keys, ``NaN``/``Infinity``, numbers beyond 64 bits or
-  a float's range, lone surrogates, a member of the wrong JSON type (``MinInferenceUnits`` must
-  be a 32-bit integer, ``ProjectName`` a string, ``Tags`` a list of ``{"Key", "Value"}``
-  strings). A query parameter that is not a number where one is expected is one too.
-* Request bodies are limited before they are read whole: DetectAnomalies to the service's
-  ``max_bytes`` (default 8 MiB), other operations to 1 MiB. ``Content-Length`` is checked
-  first, then the stream is counted as it arrives.
-* Memory for bodies is bounded server-wide: a request reserves its ``Content-Length`` (its
-  operation's limit when the length is not declared) from ``max_body_bytes_in_flight``
-  (default 256 MiB) until it is answered; when that would exceed the budget it is answered
-  ThrottlingException (429, ``Retry-After: 1``) before its body is read. A body must arrive
-  within ``body_timeout`` seconds (default 120) with no gap over ``body_idle_timeout``
-  (default 15): a stalled upload is answered ValidationException and its connection closed.
+* Request bodies (limits, the server-wide body budget, timeouts) and JSON bodies and their
+  members are read by :mod:`lvkit.server.wire`; its docstring lists those choices. A request
+  refused for the budget is answered here, ThrottlingException (429, ``Retry-After: 1``).
 * With credentials, SigV4 is checked on every operation (``lvkit.server._sigv4``) before the
   body is read (key, date) and after (signature).
 * A failure that is not an API error answers InternalServerException with a generic message
@@ -43,9 +32,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
-import re
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -58,34 +44,26 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lvkit.client import tags_from_wire
 from lvkit.errors import (InternalServerException, LookoutVisionError, LvkitError, ThrottlingException,
                           ValidationException)
 from lvkit.server._sigv4 import SigV4Verifier
+from lvkit.server.wire import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, BUDGET_RETRY_AFTER, JSON_BODY_LIMIT,
+                               MAX_BODY_BYTES_IN_FLIGHT, BodyBudget, declared_size, json_integer, json_string,
+                               json_tags, parse_json_body, query_integer, read_body)
 from lvkit.service import LookoutVisionService
 
+# the body constants and parse_json_body are re-exported: callers import them from here
 __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT", "create_app",
-           "render_error"]
+           "parse_json_body", "render_error"]
 
 logger = logging.getLogger("lvkit.server")
-
-#: body limit of the operations that take JSON
-JSON_BODY_LIMIT = 1024 * 1024
-#: default budget of request body bytes the server holds at once (32 DetectAnomalies bodies of 8 MiB)
-MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
-#: default seconds a whole body may take to arrive (8 MiB at about 0.5 Mbit/s)
-BODY_TIMEOUT = 120.0
-#: default seconds a body may go without a byte arriving
-BODY_IDLE_TIMEOUT = 15.0
-#: seconds a client refused for the body budget is told to wait (``Retry-After``)
-_BUDGET_RETRY_AFTER = 1
 
 _P = "/2020-11-20/projects"
 _M = _P + "/{projectName}/models/{modelVersion}"
 _T = "/2020-11-20/tags/{resourceArn:path}"
 
 
-# -- wire helpers ---------------------------------------------------------------------------
+# -- responses ------------------------------------------------------------------------------
 def _json(data: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     body = json.dumps(data, separators=(",", ":")).encode()  # ASCII escapes: any str encodes
     return Response(body, status_code=status, headers=dict(headers or {}), media_type="application/json")
@@ -102,152 +80,6 @@ def render_error(exc: LookoutVisionError) -> Response:
     retry = getattr(exc, "retry_after_seconds", None)
     return _error(exc.http_status, exc.code, exc.message, exc.wire_members(),
                   {"Retry-After": str(int(retry))} if retry is not None else None)
-
-
-class _BodyBudget:
-    """The bytes of request bodies the server holds at once, received or being served."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.in_use = 0
-        self._lock = threading.Lock()
-
-    def reserve(self, size: int) -> bool:
-        """Take ``size`` bytes if they fit; a request of no body always fits."""
-        with self._lock:
-            if size and self.in_use + size > self.capacity:
-                return False
-            self.in_use += size
-            return True
-
-    def release(self, size: int) -> None:
-        with self._lock:
-            self.in_use -= size
-
-
-def _declared_size(request: Request, limit: int) -> int:
-    """The body size to reserve: ``Content-Length``, ``limit`` when chunked, 0 for no body.
-
-    ValidationException when the declared length already exceeds ``limit``.
-    """
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not (length.isascii() and length.isdigit()):
-            raise ValidationException(f"Content-Length {length[:32]!r} is not a number of bytes")
-        if int(length) > limit:
-            raise ValidationException(f"Body is {int(length):,} bytes; the limit is {limit:,} bytes")
-        return int(length)
-    return limit if "chunked" in request.headers.get("transfer-encoding", "").lower() else 0
-
-
-async def _read_body(request: Request, limit: int, *, timeout: float, idle_timeout: float) -> bytes:
-    """The body, refused with ValidationException as soon as it is known to exceed ``limit``.
-
-    Raises TimeoutError when the whole body takes over ``timeout`` seconds or no byte comes
-    for ``idle_timeout`` seconds, ClientDisconnect when the client goes away.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    chunks, total = [], 0
-    while True:
-        wait = min(idle_timeout, deadline - loop.time())
-        try:
-            if wait <= 0:
-                raise asyncio.TimeoutError
-            message = await asyncio.wait_for(request.receive(), wait)
-        except asyncio.TimeoutError:
-            why = (f"no byte of it came for {idle_timeout:g} seconds" if wait == idle_timeout
-                   else f"it took more than {timeout:g} seconds")
-            raise TimeoutError(f"the request body did not arrive in time: {why} ({total:,} bytes came)") from None
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk: bytes = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise ValidationException(f"Body is more than {limit:,} bytes; the limit is {limit:,} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-# -- JSON bodies: every malformed one a ValidationException -------------------------------
-def _json_kind(value: object) -> str:
-    """The JSON type of a parsed value, for messages."""
-    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-             dict: "an object"}
-    return "null" if value is None else kinds.get(type(value), type(value).__name__)
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > 19 or not -2**63 <= int(text) < 2**63:  # length first: int() of 4,000 digits
-        raise ValidationException(f"the request body holds the number {text[:24]}..., beyond 64 bits")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValidationException(f"the request body holds the number {text[:24]}, beyond a float's range")
-    return value
-
-
-def _parse_constant(name: str) -> float:
-    raise ValidationException(f"the request body holds {name}, which is not JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValidationException(f"the request body repeats the key {key[:64]!r} in one object")
-        out[key] = value
-    return out
-
-
-def _check_text(data: object) -> None:
-    """Every string encodes as UTF-8 (JSON's ``\\ud800`` escapes can make lone surrogates)."""
-    stack = [data]
-    while stack:  # a loop, not recursion: the parser allows deep nesting
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                raise ValidationException("the request body holds a string with a lone surrogate "
-                                          "(a \\uD800-\\uDFFF escape outside a pair)") from None
-        elif isinstance(item, dict):
-            stack += [*item, *item.values()]
-        elif isinstance(item, list):
-            stack += item
-
-
-def parse_json_body(body: bytes) -> dict[str, Any]:
-    """A request's JSON object; ValidationException for anything else, never another error.
-
-    >>> parse_json_body(b'{"MinInferenceUnits": 1}')
-    {'MinInferenceUnits': 1}
-    >>> parse_json_body(b'{"a": 1, "a": 2}')
-    Traceback (most recent call last):
-    ...
-    lvkit.errors.ValidationException: ... the request body repeats the key 'a' in one object
-    """
-    if not body.strip():
-        return {}
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValidationException(f"the request body is not UTF-8 text (byte {exc.start} is not)") from None
-    try:
-        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant,
-                          object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise ValidationException("the request body nests arrays or objects too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, or int() past its digit limit
-        raise ValidationException(f"the request body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise ValidationException("the request body must be a JSON object")
-    _check_text(data)
-    return data
 
 
 @dataclass
@@ -268,42 +100,19 @@ class Call:
         return self.request.query_params.get(name)
 
     def query_int(self, name: str, field: str) -> int | None:
-        value = self.query(name)
-        if value is None:
-            return None
-        if not re.fullmatch(r"-?[0-9]{1,10}", value, re.ASCII):  # int() also takes "١", "1_0" and " 1"
-            raise ValidationException(f"{field} must be an integer, got {value[:32]!r}")
-        return int(value)
+        return query_integer(self.query(name), field)
 
     def json(self) -> dict[str, Any]:
         return parse_json_body(self.body)
 
     def string(self, body: Mapping[str, Any], name: str) -> str | None:
-        """Member ``name`` of ``body``: a string, or None when absent or null."""
-        value = body.get(name)
-        if value is not None and not isinstance(value, str):
-            raise ValidationException(f"{name} must be a string, got {_json_kind(value)}")
-        return value
+        return json_string(body, name)
 
     def integer(self, body: Mapping[str, Any], name: str) -> int | None:
-        """Member ``name`` of ``body``: a 32-bit integer (the API's Integer), or None when absent or null."""
-        value = body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationException(f"{name} must be an integer, got {_json_kind(value)}")
-        if not -2**31 <= value < 2**31:
-            raise ValidationException(f"{name} must be a 32-bit integer, got {value}")
-        return value
+        return json_integer(body, name)
 
     def tags(self, body: Mapping[str, Any]) -> dict[str, str]:
-        """Member ``Tags``: a list of ``{"Key": string, "Value": string}``."""
-        tags = body.get("Tags")
-        if isinstance(tags, list) and not all(
-                isinstance(t, dict) and isinstance(t.get("Key"), str) and isinstance(t.get("Value"), str)
-                for t in tags):
-            raise ValidationException('Tags must be a list of {"Key": string, "Value": string}')
-        return tags_from_wire(tags)
+        return json_tags(body)
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a (blocking) service method off the event loop."""
@@ -411,7 +220,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
 class _State:
     service: LookoutVisionService
     verifier: SigV4Verifier | None
-    budget: _BodyBudget
+    budget: BodyBudget
     body_timeout: float = BODY_TIMEOUT
     body_idle_timeout: float = BODY_IDLE_TIMEOUT
 
@@ -431,17 +240,17 @@ def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable
         try:
             auth = state.verifier.precheck(request.headers, request_id=request_id) if state.verifier else None
             limit = state.service.max_bytes if operation == "DetectAnomalies" else JSON_BODY_LIMIT
-            size = _declared_size(request, limit)
+            size = declared_size(request, limit)
             if not state.budget.reserve(size):
                 logger.info("request %s: %s refused: %s body bytes in flight, the budget is %s", request_id,
                             operation, f"{state.budget.in_use:,}", f"{state.budget.capacity:,}")
                 raise ThrottlingException("the server is receiving too many request bodies at once; "
-                                          f"retry after {_BUDGET_RETRY_AFTER} second",
-                                          retry_after_seconds=_BUDGET_RETRY_AFTER, operation_name=operation)
+                                          f"retry after {BUDGET_RETRY_AFTER} second",
+                                          retry_after_seconds=BUDGET_RETRY_AFTER, operation_name=operation)
             held = size
             try:
-                body = await _read_body(request, limit, timeout=state.body_timeout,
-                                        idle_timeout=state.body_idle_timeout)
+                body = await read_body(request, limit, timeout=state.body_timeout,
+                                       idle_timeout=state.body_idle_timeout)
             except TimeoutError as exc:
                 close = True  # the client stalled: end the connection, not only the request
                 logger.info("request %s: %s: %s", request_id, operation, exc)
@@ -538,6 +347,6 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
     routes = [Route(path, _endpoint(op, handler), methods=[method]) for method, path, op, handler in ROUTES]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _unknown_route}, lifespan=lifespan)
     app.router.redirect_slashes = False  # "/projects/" is an unknown route, not a redirect
-    app.state.lvkit = _State(service, verifier, _BodyBudget(max_body_bytes_in_flight), body_timeout,
+    app.state.lvkit = _State(service, verifier, BodyBudget(max_body_bytes_in_flight), body_timeout,
                              body_idle_timeout)
     return app

@@ -39,7 +39,7 @@ def test_inference_units_beyond_the_api_integer_are_400(lv, units):
 @pytest.mark.parametrize("units", [{"MinInferenceUnits": 2**31 - 1}, {"MinInferenceUnits": 10**6},
                                    {"MinInferenceUnits": 1, "MaxInferenceUnits": 9}, {"MinInferenceUnits": 9}])
 def test_inference_units_beyond_the_quota_are_402(lv, units):
-    lv.service.max_inference_units = 8
+    lv.service.quota.limit = 8
     with pytest.raises(lv.exceptions.ServiceQuotaExceededException) as err:
         lv.start_model(ProjectName="demo", ModelVersion="1", **units)
     e = err.value.response
@@ -98,7 +98,7 @@ def test_a_pool_that_cannot_start_its_threads_ends_in_hosting_failed(demo_home, 
     for thread in started:
         thread.join(5)
     assert not any(t.is_alive() for t in started), "worker threads leaked"
-    assert service._units == {}  # the reservation was given back
+    assert service.quota.reserved == {}  # the reservation was given back
     monkeypatch.setattr(threading.Thread, "start", real)
     service.stop_model("demo", "1")
     service.start_model("demo", "1", 2)  # and it can be hosted again
@@ -334,10 +334,10 @@ def test_a_version_hosted_elsewhere_reserves_its_units_when_loaded_here(demo_hom
     with pytest.raises(lvkit.ThrottlingException, match="cannot be loaded now") as err:
         service.detect_anomalies("demo", "1", dark, "image/png")
     assert err.value.response["QuotaCode"] == "inference-units"
-    assert service._units == {} and service.hosted() == {}
-    service.max_inference_units = 3
+    assert service.quota.reserved == {} and service.hosted() == {}
+    service.quota.limit = 3
     assert service.detect_anomalies("demo", "1", dark, "image/png").is_anomalous is False
-    assert service._units == {("demo", 1): 3}
+    assert service.quota.reserved == {("demo", 1): 3}
     service.close()
 
 
@@ -354,7 +354,7 @@ def test_when_the_host_refuses_a_transition_thread_the_caller_runs_it(demo_home,
     assert service.start_model("demo", "1", 1) == "STARTING_HOSTING"
     assert service.describe_model("demo", "1").status == "HOSTED"
     assert service.stop_model("demo", "1") == "STOPPING_HOSTING"
-    assert service.describe_model("demo", "1").status == "TRAINED" and service._units == {}
+    assert service.describe_model("demo", "1").status == "TRAINED" and service.quota.reserved == {}
     service.close()
 
 
