@@ -173,6 +173,20 @@ def models_start(project: str, version: str, min_units: int, max_units: int | No
         sys.exit(1)
 
 
+@models.command("delete")
+@click.option("--project", required=True)
+@click.option("--version", "version", required=True)
+@home_option
+def models_delete(project: str, version: str, home: str | None) -> None:
+    """Delete a model version that is not hosted (a failed training, an old version)."""
+    from lvkit.validation import check_version
+
+    check_version(version)
+    store = _client(home).service.store
+    m = store.delete_model(project, version)
+    click.echo(f"deleted {m.project}/{m.version} ({m.status})")
+
+
 @models.command("stop")
 @click.option("--project", required=True)
 @click.option("--version", "version", default="latest", show_default=True)

@@ -430,6 +430,24 @@ class Store:
             )
         return self.get_model(project, version)
 
+    def delete_model(self, project: str, version: str | int) -> ModelRecord:
+        """Delete a model version that is not hosted or in a transition: its row, tags and folder.
+
+        ConflictException while it is HOSTED or in a transient status (TRAINING,
+        STARTING_HOSTING, STOPPING_HOSTING). (The API's DeleteModel builds on this; lvkit's CLI offers it as
+        ``lvkit models delete`` so a failed version never blocks DeleteProject.)
+        """
+        with self._tx() as db:
+            m = self.get_model(project, version)
+            if m.status in _TRANSIENT or m.status == "HOSTED":
+                raise ConflictException(f"model {m.project}/{m.version} cannot be deleted while its status is "
+                                        f"{m.status}; stop it first", resource_id=m.arn, resource_type="MODEL",
+                                        operation_name="DeleteModel")
+            db.execute("DELETE FROM tags WHERE arn=?", (m.arn,))
+            db.execute("DELETE FROM models WHERE project=? AND version=?", (m.project, m.version))
+        shutil.rmtree(self.artifact_dir(m.project, m.version), ignore_errors=True)
+        return m
+
     def set_status(self, project: str, version: int, status: str, message: str, *,
                    expect: tuple[str, ...] | None = None, **fields: Any) -> bool:
         """Set a model's status (and ``min_units``/``max_units``/``calibration``).

@@ -12,6 +12,12 @@ Splits (seeded, recorded in the version's ``lvkit.json``):
 Service limits mirrored: at least 10 normal training images; every image the same size
 (unless ``resize=True``); PNG or JPEG, 64..4096 px.
 
+Nothing is created before everything that can be checked without training is: the options
+(model, device, image size, epochs), the dataset's layout, images and masks, the splits and the
+labels. A bad option or a broken dataset raises before the project or a version exists. Masks
+are resized with their images (nearest neighbour) wherever images of several sizes meet one
+model (``resize=True``).
+
 The model trains in a child process (``backends._train_worker``) with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` set, which keeps PatchCore's coreset selection near 1 GB instead of
 growing to 24 GB; serving processes run without it (it halves their speed).
@@ -32,7 +38,7 @@ from lvkit.backends import write_manifest
 from lvkit.backends._decision import fit_decision, fit_pixel_threshold
 from lvkit.backends._regions import RegionLabeler, predicted_regions
 from lvkit.datasets import Dataset, Sample, load, read_label_masks, union_mask
-from lvkit.errors import DatasetError, ResourceNotFoundException
+from lvkit.errors import DatasetError, ResourceNotFoundException, ValidationException
 from lvkit.images import MAX_SIDE, MIN_SIDE, to_rgb
 from lvkit.shapes import anomaly_name
 from lvkit.store import Store
@@ -76,6 +82,41 @@ def plan_splits(ds: Dataset, *, seed: int = 0, min_normal: int = MIN_NORMAL_IMAG
         validation += borrowed
         evaluation = [s for s in test if s not in borrowed]
     return {"fit": fit, "validation": validation, "evaluation": evaluation}
+
+
+def check_options(*, model: str, device: str, image_size: object, epochs: object) -> None:
+    """ValidationException for an option lvkit cannot train with, before anything is created."""
+    import difflib
+
+    from lvkit.backends._anomalib_core import MODELS, resolve_device
+
+    if model not in MODELS:
+        close = difflib.get_close_matches(model, list(MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValidationException(f"model {model!r} is not one lvkit trains{hint} Choose one of: {', '.join(MODELS)}")
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise ValidationException(str(exc)) from None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= MAX_SIDE:
+        raise ValidationException(f"image_size must be an integer from 32 to {MAX_SIDE}, got {image_size!r}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+        raise ValidationException(f"epochs must be a positive integer, got {epochs!r}")
+
+
+def _resized(mask: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """A mask at ``shape`` (nearest neighbour), as its image is resized to the model's maps."""
+    if mask.shape == tuple(shape):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((shape[1], shape[0]), Image.Resampling.NEAREST), dtype=bool)
+
+
+def _check_masks(samples: list[Sample]) -> None:
+    """Read every mask now (``read_label_masks`` checks colours and sizes): a broken mask fails
+    before training, not after it."""
+    for s in samples:
+        if s.label == 1:
+            read_label_masks(s)
 
 
 def _image_size(samples: list[Sample], *, resize: bool) -> tuple[int, int]:
@@ -154,10 +195,17 @@ def train(
         The new model version.
     """
     check_project_name(project)
-    store = home if isinstance(home, Store) else Store(home)
+    check_options(model=model, device=device, image_size=image_size, epochs=epochs)
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
     splits = plan_splits(ds, seed=seed)
     size = _image_size(list(ds.samples), resize=resize)
+    labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
+    if len(set(labels)) != len(labels):
+        raise DatasetError(f"anomaly labels {list(ds.labels)} are not distinct once reduced to [a-zA-Z0-9]")
+    colors = [ds.colors[n] for n in ds.labels] if ds.is_segmentation else []
+    if labels:
+        _check_masks(splits["validation"])
+    store = home if isinstance(home, Store) else Store(home)
     model_kwargs = dict(model_kwargs or {})
     if model == "patchcore" and "coreset_sampling_ratio" not in model_kwargs:
         patches = len(splits["fit"]) * (image_size // 8) ** 2  # the default layers' finest stride is 8
@@ -166,10 +214,6 @@ def train(
         store.get_project(project)
     except ResourceNotFoundException:
         store.create_project(project)
-    labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
-    if len(set(labels)) != len(labels):
-        raise DatasetError(f"anomaly labels {list(ds.labels)} are not distinct once reduced to [a-zA-Z0-9]")
-    colors = [ds.colors[n] for n in ds.labels] if ds.is_segmentation else []
     scored = splits["validation"] + splits["evaluation"]
 
     def build(tmp: Path) -> dict[str, float]:
@@ -203,15 +247,18 @@ def train(
         decision = fit_decision(scores[:nv], val_y)
         labeler = None
         if labels:
-            true = [union_mask(read_label_masks(s), maps.shape[1:]) for s in splits["validation"]]
+            shape = maps.shape[1:]
+            true = [_resized(union_mask(read_label_masks(s), _mask_shape(s)), shape) for s in splits["validation"]]
             decision = type(decision)(decision.image_threshold, decision.slope,
                                       fit_pixel_threshold(maps[:nv], np.stack(true)))
             examples = []
             for i, s in enumerate(splits["validation"]):
                 if s.label == 1:
-                    truth = {anomaly_name(k): v for k, v in read_label_masks(s).items()}
+                    truth = {anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()}
                     pred = predicted_regions(maps[i] > decision.pixel_threshold, truth)
                     rgb = _read_rgb(s.image_path)
+                    if rgb.shape[:2] != shape:  # the labeller reads colours where the regions are
+                        rgb = np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
                     examples.append((rgb, pred))
                     examples += [(rgb, {k: v}) for k, v in truth.items() if k not in pred]  # missed: the truth
             labeler = RegionLabeler.fit(labels, examples)
@@ -235,6 +282,9 @@ def train(
     return str(record.version)
 
 
+def _mask_shape(s: Sample) -> tuple[int, int]:
+    with Image.open(s.image_path) as im:
+        return im.size[1], im.size[0]
 
 
 def _performance(y: npt.NDArray[np.int64], pred: npt.NDArray[np.bool_]) -> dict[str, float]:

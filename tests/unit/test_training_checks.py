@@ -1,0 +1,107 @@
+"""Training checks everything it can before it creates anything, and masks follow their images.
+
+Issue 13, items 1 and 2: a typo in an option, or a broken mask, used to create the project and
+a failed version (which nothing could delete) and print a traceback; a folder of images of two
+sizes with masks and ``--resize`` crashed after training in ``union_mask``.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import lvkit
+from lvkit.cli import main
+from lvkit.training import check_options
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"model": "padimm"}, "did you mean 'padim'?"),
+    ({"model": "nope"}, "Choose one of: patchcore, padim"),
+    ({"device": "gpu"}, "expected device 'auto', 'cpu' or 'cuda[:N]'"),
+    ({"image_size": 0}, "image_size must be an integer from 32"),
+    ({"image_size": 256.0}, "image_size must be an integer from 32"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+])
+def test_bad_options_create_nothing(tmp_path, tiny_benchmark, options, message):
+    pytest.importorskip("anomalib")
+    with pytest.raises(lvkit.ValidationException, match=message.replace("(", r"\(").replace("[", r"\[")
+                       .replace("?", r"\?")):
+        lvkit.train("typo", tiny_benchmark, home=tmp_path, progress=False, **options)
+    assert lvkit.client(tmp_path).list_projects()["Projects"] == []
+
+
+def test_check_options_accepts_the_defaults():
+    pytest.importorskip("anomalib")
+    check_options(model="patchcore", device="cpu", image_size=256, epochs=None)
+
+
+def test_cli_typo_is_one_line_and_creates_nothing(tmp_path, tiny_benchmark):
+    pytest.importorskip("anomalib")
+    result = CliRunner().invoke(main, ["train", "--project", "p", "--dataset", str(tiny_benchmark),
+                                       "--model", "padimm", "--home", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "did you mean 'padim'?" in result.output and "Traceback" not in result.output
+    assert lvkit.client(tmp_path).list_projects()["Projects"] == []
+
+
+def test_a_mask_of_the_wrong_size_fails_before_anything_is_created(tmp_path, tiny_benchmark):
+    pytest.importorskip("anomalib")
+    data = shutil.copytree(tiny_benchmark, tmp_path / "data")
+    for path in (data / "ground_truth").rglob("*.png"):
+        with Image.open(path) as im:
+            im.resize((40, 40)).save(path)  # masks no longer match their 64 px images
+    with pytest.raises(lvkit.DatasetError, match="is 40x40 but its image"):
+        lvkit.train("masks", data, home=tmp_path / "home", progress=False)
+    assert lvkit.client(tmp_path / "home").list_projects()["Projects"] == []
+
+
+def test_a_failed_version_can_be_deleted_so_its_project_can_be(tmp_path, make_fake_version, dark):
+    store = lvkit.Store(tmp_path)
+    store.create_project("p")
+    with pytest.raises(RuntimeError):
+        store.add_model("p", backend="fake", build=lambda d: (_ for _ in ()).throw(RuntimeError("bad data")))
+    make_fake_version(store, "p")
+    runner = CliRunner()
+    lv = lvkit.client(store)
+    lv.start_model(ProjectName="p", ModelVersion="2", MinInferenceUnits=1)
+    hosted = runner.invoke(main, ["models", "delete", "--project", "p", "--version", "2", "--home", str(tmp_path)])
+    assert hosted.exit_code == 1 and "ConflictException" in hosted.output and "stop it first" in hosted.output
+    lv.stop_model(ProjectName="p", ModelVersion="2")
+    for version in ("1", "2"):
+        done = runner.invoke(main, ["models", "delete", "--project", "p", "--version", version, "--home", str(tmp_path)])
+        assert done.exit_code == 0, done.output
+    assert not (tmp_path / "artifacts" / "p" / "2").exists()
+    lv.delete_project(ProjectName="p")  # possible now
+    assert lv.list_projects()["Projects"] == []
+
+
+@pytest.mark.slow
+def test_images_of_two_sizes_with_masks_train_with_resize(tmp_path, tiny_benchmark):
+    """Half the images (and their masks) at 80 px, half at 64 px: trains, serves, scores masks."""
+    pytest.importorskip("anomalib")
+    data = shutil.copytree(tiny_benchmark, tmp_path / "data")
+    for path in sorted(data.rglob("*.png")):
+        stem = path.name.removesuffix("_mask.png").removesuffix(".png")
+        if int(stem) % 2:  # the same images and masks: 001, 003, ...
+            with Image.open(path) as im:
+                im.resize((80, 80), Image.Resampling.NEAREST if "ground_truth" in path.parts else
+                          Image.Resampling.BILINEAR).save(path)
+    version = lvkit.train("sizes", data, model="padim", image_size=64, resize=True, home=tmp_path / "home",
+                          progress=False)
+    lv = lvkit.client(tmp_path / "home")
+    d = lv.describe_model(ProjectName="sizes", ModelVersion=version)["ModelDescription"]
+    assert d["Status"] == "TRAINED" and d["Performance"]["F1Score"] >= 0
+    lv.start_model(ProjectName="sizes", ModelVersion=version, MinInferenceUnits=1)
+    for image in (data / "test" / "hole" / "000.png", data / "test" / "hole" / "001.png"):
+        r = lv.detect_anomalies(ProjectName="sizes", ModelVersion=version, ContentType="image/png",
+                                Body=image.read_bytes())["DetectAnomalyResult"]
+        assert isinstance(r["IsAnomalous"], bool)
+        with Image.open(io.BytesIO(r["AnomalyMask"])) as mask, Image.open(image) as im:
+            assert mask.size == im.size  # the mask is at the request's size
+    assert np.isfinite(d["Performance"]["F1Score"])
