@@ -16,6 +16,7 @@
     └── DatasetError(LvkitError, ValueError)               malformed dataset layout or manifest
 
     UndefinedMetricWarning(UserWarning)          a metric is undefined for the data; it returns nan
+    FailedImagesWarning(UserWarning)             some images of an evaluation run got an error
 
 The API exceptions subclass ``botocore.exceptions.ClientError`` and carry the same ``response``
 dict boto3 builds for a modeled error (``Error.Code``, ``Error.Message``, the extra members at the
@@ -38,6 +39,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConflictException",
     "DatasetError",
+    "FailedImagesWarning",
     "InternalServerException",
     "LookoutVisionError",
     "LvkitError",
@@ -231,6 +233,10 @@ class BackendUnavailableError(LvkitError, ImportError):
 
 class DatasetError(LvkitError, ValueError):
     """A dataset folder or manifest is malformed; the message names the file and line."""
+
+
+class FailedImagesWarning(UserWarning):
+    """Some images of an evaluation run got an error instead of an answer; the rows say which."""
 
 
 class UndefinedMetricWarning(UserWarning):

@@ -492,6 +492,19 @@ class LookoutVisionService:
                 pool = self._adopt(m)
         return pool.backend
 
+    def version_splits(self, project_name: str, model_version: str) -> dict[str, list[str]]:
+        """The image paths a trained version used: ``fit``, ``validation`` (chose its thresholds)
+        and ``evaluation`` (held out: score it on these). ValidationException for a version
+        trained without recorded splits (a recording, a fake model)."""
+        from lvkit.backends import read_manifest
+
+        m = self._model(project_name, model_version)
+        splits = read_manifest(self.store.artifact_dir(m.project, m.version)).get("splits")
+        if not isinstance(splits, dict):
+            raise ValidationException(f"model {m.project}/{m.version} has no recorded splits: it was not "
+                                      "trained by lvkit.train")
+        return {name: [str(p) for p in paths] for name, paths in splits.items()}
+
     def attach_calibration(self, project_name: str, model_version: str,
                            calibration: dict[str, Any] | None) -> None:
         """Serve Confidence through a recalibrator (``lvkit.eval`` ``to_dict()``), or None to detach.

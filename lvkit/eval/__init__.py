@@ -3,7 +3,8 @@
 ``lvkit.eval`` consumes labels, scores and masks (e.g. from ``DetectAnomalyResult``s), so it
 scores the real service, anomalib and recorded runs alike:
 
-- :func:`run` -> a DataFrame, one row per image; :func:`throughput` -> latency and images/s.
+- :func:`run` -> a DataFrame, one row per image (of :func:`heldout`, a version's held-out
+  images); :func:`throughput` -> latency and images/s.
 - Tables: :func:`image_metrics`, :func:`operating_points`, :func:`calibration_report`,
   :func:`recalibration_report` (with :func:`split_for_calibration`), :func:`mask_report`,
   :func:`mask_threshold_curve`; :func:`ci_frame` shows a report as ``estimate, low, high``.
@@ -56,7 +57,7 @@ from lvkit.eval.accumulate import CalibrationAccumulator, ConfusionAccumulator, 
 from lvkit.eval.report import ci_frame, image_metrics, operating_points
 from lvkit.eval.report_calibration import calibration_report, recalibration_report, split_for_calibration
 from lvkit.eval.report_masks import mask_report, mask_threshold_curve, predicted_label_masks
-from lvkit.eval.run import detect_one, run
+from lvkit.eval.run import detect_one, heldout, run
 from lvkit.eval.scores import anomaly_score, confidence_from_score
 from lvkit.eval.throughput import fingerprint, throughput
 
@@ -83,6 +84,7 @@ __all__ = [
     "dice_score",
     "fingerprint",
     "fit_calibrator",
+    "heldout",
     "image_auroc",
     "image_metrics",
     "iou_score",

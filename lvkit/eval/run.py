@@ -2,7 +2,9 @@
 
 The target is anything that answers DetectAnomalies: ``lvkit.client()``, a boto3
 ``lookoutvision`` client (against ``lvkit serve`` or the real service), or a backend object
-(``detect(body, content_type)``). An error is a row (its ``error`` column), not a crash.
+(``detect(body, content_type)``). An error is a row (its ``error`` column), not a crash, but
+never a silent one: a warning counts the failed images, and a run where every image failed
+raises its first error (metrics over no answers would be NaN for no visible reason).
 
 Raw anomaly maps (``raw=True``) come from a backend that exposes them: an object with
 ``raw(batch) -> (scores, maps)``, ``check_size(rgb)`` and ``result(rgb, score, map)`` (the
@@ -14,17 +16,19 @@ for ``raw``) are imported inside the functions.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from lvkit.errors import FailedImagesWarning
 from lvkit.eval.scores import anomaly_score
 from lvkit.shapes import DetectAnomalyResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["detect_one", "run"]
+__all__ = ["detect_one", "heldout", "run"]
 
 _TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -73,6 +77,42 @@ def detect_one(target: Any, body: bytes, content_type: str, *, project: str | No
     return target.detect(body, content_type)  # type: ignore[no-any-return]  # Backend protocol
 
 
+def heldout(client: Any, samples: Iterable[Any], *, project: str, version: str = "latest") -> list[Any]:
+    """The samples a model version held out: neither fitted on nor used to choose its thresholds.
+
+    Score a version on these, not on its whole test split: the validation images that chose
+    its threshold and Confidence make any metric on them optimistic.
+
+    Parameters
+    ----------
+    client : lvkit.client()
+        An in-process client (the version's splits are recorded in its store).
+    samples : Dataset or iterable of Sample
+        The dataset the version was trained on.
+    project, version : str
+        The model version.
+
+    Returns
+    -------
+    list of Sample
+        The samples of ``samples`` in the version's ``evaluation`` split, in dataset order.
+
+    Raises
+    ------
+    ValueError
+        If ``client`` is not an in-process client, or none of ``samples`` is in the split.
+    """
+    service = getattr(client, "service", None)
+    if service is None or not hasattr(service, "version_splits"):
+        raise ValueError(f"client: expected lvkit.client() (it reads the version's splits), got {type(client).__name__}")
+    held = set(service.version_splits(project, version)["evaluation"])
+    out = [s for s in getattr(samples, "samples", samples) if str(s.image_path) in held]
+    if not out:
+        raise ValueError(f"none of the samples is in {project}/{version}'s held-out split: is it the dataset "
+                         "the version was trained on?")
+    return out
+
+
 def run(
     target: Any,
     samples: Iterable[Any],
@@ -82,6 +122,7 @@ def run(
     keep_masks: bool = True,
     raw: bool = False,
     progress: bool = True,
+    on_error: Literal["warn", "raise", "ignore"] = "warn",
 ) -> pd.DataFrame:
     """Run DetectAnomalies on every sample; one row per image.
 
@@ -106,6 +147,12 @@ def run(
         call on the backend its service loaded.
     progress : bool, default True
         Show a progress bar.
+    on_error : {"warn", "raise", "ignore"}, default "warn"
+        What an image that gets an error does. ``"warn"``: it is a row with its ``error``, a
+        :class:`~lvkit.errors.FailedImagesWarning` says how many failed and why (the first
+        error), and when every image failed the first error is raised (a model that is not
+        hosted, say). ``"raise"``: the first error is raised. ``"ignore"``: rows only.
+        The count is in ``df.attrs["errors"]`` either way.
 
     Returns
     -------
@@ -139,8 +186,11 @@ def run(
     if hasattr(target, "detect_anomalies") and project is None:
         raise ValueError("project: expected a project name for a client target, got None")
     source = _raw_source(target, project, version) if raw else None
+    if on_error not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_error: expected 'warn', 'raise' or 'ignore', got {on_error!r}")
     items = list(getattr(samples, "samples", samples))
     rows = []
+    first_error: Exception | None = None
     for s in tqdm(items, desc="detect", unit="img", disable=not progress):
         path = Path(s.image_path)
         row: dict[str, Any] = {"path": str(path), "split": s.split, "label": int(s.label),
@@ -157,9 +207,12 @@ def run(
             if source is not None and source is not target:  # untimed second call for the map
                 score, amap = _raw_only(source, body, content_type)
         except Exception as exc:  # recorded in the row: an error is data here
+            if on_error == "raise":
+                raise
             row.setdefault("latency_s", time.perf_counter() - t0)
             row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+            first_error = first_error or exc
             continue
         row.update(_result_columns(r, keep_masks=keep_masks))
         if source is not None:
@@ -169,7 +222,17 @@ def run(
                "anomalous_area", "areas", "anomalies", "anomaly_mask", "latency_s", "error"]
     if raw:
         columns[-2:-2] = ["raw_score", "anomaly_map"]
-    return pd.DataFrame(rows).reindex(columns=columns)
+    df = pd.DataFrame(rows).reindex(columns=columns)
+    failed = int(df["error"].notna().sum())
+    df.attrs["errors"] = failed
+    if failed and first_error is not None and on_error == "warn":
+        if failed == len(df):
+            first_error.add_note(f"lvkit.eval.run: all {failed} images failed; this is the first error "
+                                 "(on_error='ignore' returns the rows instead)")
+            raise first_error
+        warnings.warn(f"{failed} of {len(df)} images failed and are left out of the metrics; the first: "
+                      f"{type(first_error).__name__}: {first_error}", FailedImagesWarning, stacklevel=2)
+    return df
 
 
 def _exposes_raw(obj: Any) -> bool:

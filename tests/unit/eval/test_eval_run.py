@@ -28,9 +28,28 @@ def test_run_over_a_backend(brick) -> None:
 
 def test_errors_are_rows_not_crashes(brick) -> None:
     backend = FakeBackend(brightness_handler(), image_size=(80, 80))  # refuses the 64x64 images
-    df = run(backend, brick, progress=False)
-    assert df["error"].str.startswith("ValidationException").all()
+    df = run(backend, brick, progress=False, on_error="ignore")
+    assert df["error"].str.startswith("ValidationException").all() and df.attrs["errors"] == len(df)
     assert df["is_anomalous"].isna().all() and (df["latency_s"] >= 0).all()
+
+
+def test_a_run_where_every_image_failed_raises_the_first_error(brick) -> None:
+    backend = FakeBackend(brightness_handler(), image_size=(80, 80))
+    with pytest.raises(lvkit.ValidationException, match="80x80") as err:
+        run(backend, brick, progress=False)
+    assert any("all 10 images failed" in note for note in err.value.__notes__)
+    with pytest.raises(lvkit.ValidationException):
+        run(backend, brick, progress=False, on_error="raise")
+
+
+def test_some_failed_images_are_counted_in_a_warning(brick, tmp_path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    samples = [*brick.samples[:3], type(brick.samples[0])(image_path=broken, label=0, split="test", defect_type=None,
+                                                          mask_path=None)]
+    with pytest.warns(lvkit.FailedImagesWarning, match="1 of 4 images failed .* ValidationException"):
+        df = run(FakeBackend(brightness_handler()), samples, progress=False)
+    assert df.attrs["errors"] == 1 and df["error"].notna().tolist() == [False, False, False, True]
 
 
 def test_client_and_backend_give_identical_tables_apart_from_latency(brick, home, make_fake_version) -> None:
@@ -43,8 +62,10 @@ def test_client_and_backend_give_identical_tables_apart_from_latency(brick, home
     with pytest.raises(ValueError, match="project"):
         run(lv, brick, progress=False)
     lv.stop_model(ProjectName="demo", ModelVersion=version)
-    stopped = run(lv, brick, project="demo", version=version, progress=False)
+    stopped = run(lv, brick, project="demo", version=version, progress=False, on_error="ignore")
     assert stopped["error"].str.startswith("ConflictException").all()
+    with pytest.raises(lvkit.ConflictException, match="not hosted"):  # the README's mistake: said, not NaN
+        run(lv, brick, project="demo", version=version, progress=False)
 
 
 def test_raw_from_a_backend_is_one_model_call(brick, raw_fake) -> None:
