@@ -9,6 +9,12 @@ Splits (seeded, recorded in the version's ``lvkit.json``):
 * **evaluation**: the test images not used for validation. ``Performance`` (F1, precision,
   recall at the model's decision) and the evaluation result are computed on them.
 
+A dataset with no test split (a flat ``normal/`` + ``anomaly/`` folder, one manifest) is split
+first, as the service split a project that had only a training dataset. The public material
+does not say how; lvkit moves a seeded, stratified part to the test split: a fifth of the
+normal images (at least 2) and half of the anomalous ones. Such a dataset needs at least 20
+normal images, as the service required.
+
 Service limits mirrored: at least 10 normal training images; every image the same size
 (unless ``resize=True``); PNG or JPEG, 64..4096 px.
 
@@ -47,7 +53,7 @@ from lvkit.validation import check_project_name
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["MIN_NORMAL_IMAGES", "train"]
+__all__ = ["MIN_NORMAL_IMAGES", "MIN_NORMAL_SINGLE_DATASET", "check_options", "plan_splits", "train"]
 
 MIN_NORMAL_IMAGES = 10
 
@@ -57,11 +63,34 @@ def _read_rgb(path: Path) -> npt.NDArray[np.uint8]:
         return to_rgb(im)
 
 
+#: normal images a dataset without a test split needs (the service's rule for a single dataset)
+MIN_NORMAL_SINGLE_DATASET = 20
+
+
+def _auto_test_split(samples: list[Sample], rng: np.random.RandomState) -> tuple[list[Sample], list[Sample]]:
+    """(train, test) of a dataset that has no test split: a fifth of the normals (at least 2) and
+    half of the anomalies go to test, seeded and stratified."""
+    test: list[Sample] = []
+    for label, share in ((0, 5), (1, 2)):
+        group = [s for s in samples if s.label == label]
+        n = max(2, len(group) // share) if label == 0 else len(group) // share
+        test += [group[i] for i in sorted(rng.permutation(len(group))[:n])]
+    chosen = {id(s) for s in test}
+    return [s for s in samples if id(s) not in chosen], test
+
+
 def plan_splits(ds: Dataset, *, seed: int = 0, min_normal: int = MIN_NORMAL_IMAGES) -> dict[str, list[Sample]]:
     """The fit / validation / evaluation samples of a dataset (see module docstring)."""
     rng = np.random.RandomState(seed)
     train = [s for s in ds.samples if s.split == "train"]
     test = [s for s in ds.samples if s.split == "test"]
+    if not test:  # one dataset: split it as the service did
+        n_normal = sum(s.label == 0 for s in train)
+        if n_normal < MIN_NORMAL_SINGLE_DATASET:
+            raise DatasetError(f"{ds.root}: a dataset without a test split needs at least "
+                               f"{MIN_NORMAL_SINGLE_DATASET} normal images (lvkit splits it into train and test, "
+                               f"as the service did), found {n_normal}")
+        train, test = _auto_test_split(train, rng)
     normals = [s for s in train if s.label == 0]
     if len(normals) < min_normal:
         raise DatasetError(

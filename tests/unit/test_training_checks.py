@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,58 @@ def test_images_of_two_sizes_with_masks_train_with_resize(tmp_path, tiny_benchma
         with Image.open(io.BytesIO(r["AnomalyMask"])) as mask, Image.open(image) as im:
             assert mask.size == im.size  # the mask is at the request's size
     assert np.isfinite(d["Performance"]["F1Score"])
+
+
+def _flat_folder(root: Path, tmp_path: Path) -> Path:
+    """The generated MVTec category as one flat normal/ + anomaly/ folder (no test split)."""
+    flat = tmp_path / "flat"
+    (flat / "normal").mkdir(parents=True)
+    (flat / "anomaly").mkdir()
+    for i, path in enumerate(sorted((root / "train" / "good").glob("*.png")) +
+                             sorted((root / "test" / "good").glob("*.png"))):
+        shutil.copy(path, flat / "normal" / f"{i:03d}.png")
+    for i, path in enumerate(p for p in sorted((root / "test").rglob("*.png")) if p.parent.name != "good"):
+        shutil.copy(path, flat / "anomaly" / f"{i:03d}.png")
+    return flat
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lvkit.datasets.synthetic import generate
+
+    base = tmp_path_factory.mktemp("flat")
+    root = generate(base / "gen", categories=("brick",), n_train=20, n_test_good=4, n_test_defect_per_type=3,
+                    image_size=64)
+    return _flat_folder(root / "brick", base)
+
+
+def test_a_dataset_without_a_test_split_is_split_as_the_service_did(flat):
+    from lvkit.training import plan_splits
+
+    ds = lvkit.datasets.load(flat)
+    assert {s.split for s in ds.samples} == {"train"}
+    splits = plan_splits(ds, seed=0)
+    evaluation = splits["evaluation"]
+    assert sum(s.label == 0 for s in evaluation) == 24 // 5 and sum(s.label == 1 for s in evaluation) == 9 // 2
+    used = {str(s.image_path) for s in splits["fit"] + splits["validation"]}
+    assert not used & {str(s.image_path) for s in evaluation}  # held out from fitting and thresholds
+    assert any(s.label == 1 for s in splits["validation"])
+    assert [s.image_path for s in plan_splits(ds, seed=0)["evaluation"]] == [s.image_path for s in evaluation]
+
+
+def test_a_single_dataset_needs_twenty_normal_images(flat, tmp_path):
+    small = shutil.copytree(flat, tmp_path / "small")
+    for path in sorted((small / "normal").glob("*.png"))[19:]:
+        path.unlink()
+    with pytest.raises(lvkit.DatasetError, match="at least 20 normal images"):
+        lvkit.train("small", small, home=tmp_path / "home", progress=False)
+    assert lvkit.client(tmp_path / "home").list_projects()["Projects"] == []
+
+
+@pytest.mark.slow
+def test_a_flat_folder_trains_with_performance(flat, tmp_path):
+    pytest.importorskip("anomalib")
+    version = lvkit.train("flat", flat, model="padim", image_size=64, home=tmp_path, progress=False)
+    d = lvkit.client(tmp_path).describe_model(ProjectName="flat", ModelVersion=version)["ModelDescription"]
+    assert d["Status"] == "TRAINED"
+    assert set(d["Performance"]) == {"F1Score", "Recall", "Precision"}
