@@ -288,7 +288,11 @@ def serve(host: str, port: int, home: str | None, credentials_file: str | None, 
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     click.echo(f"lvkit serve: {url}  (SigV4 {'on, ' + str(len(credentials)) + ' key(s)' if credentials else 'off'})",
                err=True)
-    click.echo(f"  boto3: AWS_ENDPOINT_URL_LOOKOUTVISION={url}  AWS_DATA_PATH=$(lvkit aws-data-path)", err=True)
+    # what a boto3 program needs, ready to paste: the endpoint, lvkit's service model (today's
+    # boto3 lacks it) and credentials (botocore signs every request; any value when SigV4 is off)
+    keys = "" if credentials else " AWS_ACCESS_KEY_ID=lvkit AWS_SECRET_ACCESS_KEY=lvkit"
+    click.echo(f"  for boto3: export AWS_ENDPOINT_URL_LOOKOUTVISION={url} AWS_DATA_PATH=\"$(lvkit aws-data-path)\""
+               f"{keys} AWS_DEFAULT_REGION=${{AWS_DEFAULT_REGION:-us-east-1}}", err=True)
     run(home, host=host, port=port, credentials=credentials or None, insecure=insecure,
         hosting=HostingOptions(max_queue=max_queue, max_batch=max_batch, idle_timeout=idle_timeout),
         max_bytes=max_bytes, device=device, log_level=log_level, access_log=access_log,
