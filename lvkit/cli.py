@@ -5,6 +5,7 @@ Errors of the API print ``error: <Code>: <message>`` on stderr and exit with sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from lvkit.errors import DatasetError, LvkitError, LookoutVisionError
+from lvkit.errors import AccessDeniedException, ConflictException, DatasetError, LvkitError, LookoutVisionError
 
 __all__ = ["main"]
 
@@ -101,25 +102,131 @@ def train(project: str, dataset: str, model: str, backbone: str | None, layers: 
 
 
 @main.command()
-@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, required=True)
 @click.option("--project", required=True)
 @click.option("--version", "version", default="latest", show_default=True)
-@click.option("--content-type", default=None, help="Default: from the file's extension.")
-@click.option("--mask-out", default=None, type=click.Path(dir_okay=False), help="Write AnomalyMask PNG here.")
+@click.option("--content-type", default=None, type=click.Choice(["image/png", "image/jpeg"]),
+              help="Default: from each file's extension.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Write one row per image to this .csv or .jsonl file (default: JSON lines on stdout).")
+@click.option("--masks", "masks_dir", default=None, type=click.Path(file_okay=False),
+              help="Write each AnomalyMask PNG under this folder (images' folders mirrored).")
+@click.option("--heatmaps", "heatmaps_dir", default=None, type=click.Path(file_okay=False),
+              help="Write each raw anomaly map (.npy float32, an lvkit extension) under this folder; "
+                   "in process, anomalib backend only.")
+@click.option("--mask-out", default=None, type=click.Path(dir_okay=False),
+              help="One image: write its AnomalyMask PNG here.")
+@click.option("--endpoint-url", default=None, help="Send the images to a running `lvkit serve` at this URL "
+              "instead of loading the model in this process.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Concurrent requests with --endpoint-url (in process, images run one at a time).")
+@click.option("--start", is_flag=True, help="Host the version for this run if it is not HOSTED, and stop it after.")
+@click.option("--allow-failures", is_flag=True,
+              help="Exit 0 even when some images failed (they are rows with their error either way).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when a terminal).")
 @home_option
-def detect(image: str, project: str, version: str, content_type: str | None, mask_out: str | None,
-           home: str | None) -> None:
-    """Print the DetectAnomalies JSON the service would return for IMAGE."""
-    from lvkit.shapes import DetectAnomalyResult
+def detect(images: tuple[str, ...], project: str, version: str, content_type: str | None, out: str | None,
+           masks_dir: str | None, heatmaps_dir: str | None, mask_out: str | None, endpoint_url: str | None,
+           workers: int, start: bool, allow_failures: bool, progress: bool | None, home: str | None) -> None:
+    """DetectAnomalies on IMAGES (files, folders, globs) through one hosted model version.
 
-    if content_type is None:
-        content_type = "image/png" if image.lower().endswith(".png") else "image/jpeg"
-    r = _client(home).detect_anomalies(ProjectName=project, ModelVersion=version, ContentType=content_type,
-                                       Body=Path(image).read_bytes())
-    result = DetectAnomalyResult.from_wire(r["DetectAnomalyResult"])
+    One file and no --out/--masks/--heatmaps prints the DetectAnomalies JSON, as the service
+    returns it. Otherwise each image is a row (path, verdict, confidence, anomaly areas, or its
+    error); a failed image does not stop the run, and any failure makes the exit status 1
+    unless --allow-failures.
+    """
+    from lvkit import batch
+
+    single = len(images) == 1 and Path(images[0]).is_file() and not (out or masks_dir or heatmaps_dir)
+    if mask_out and not single:
+        raise click.UsageError("--mask-out is for one image; use --masks DIR for several")
+    if heatmaps_dir and endpoint_url:
+        raise click.UsageError("--heatmaps needs the model in this process: the API's answer carries no "
+                               "anomaly map. Drop --endpoint-url (and run where the model's store is).")
+    try:
+        paths = batch.expand_images(images)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="IMAGES") from exc
+    lv = _detect_client(home, endpoint_url, workers)
+    try:
+        with batch.hosted_version(lv, project, version, start=start) as number:
+            if single:
+                _detect_one(lv, project, number, paths[0], content_type, mask_out)
+                return
+            raw = batch.raw_backend(lv, project, number) if heatmaps_dir else None
+            rows = batch.detect_files(lv, project, number, paths, content_type=content_type, raw=raw,
+                                      masks_dir=Path(masks_dir) if masks_dir else None,
+                                      heatmaps_dir=Path(heatmaps_dir) if heatmaps_dir else None,
+                                      workers=workers if endpoint_url else 1)
+            counts = _write_rows(rows, out, total=len(paths),
+                                 progress=sys.stderr.isatty() if progress is None else progress)
+    except ValueError as exc:  # heat maps that the backend cannot give, a results file name
+        raise click.ClickException(str(exc)) from exc
+    except (ConflictException, AccessDeniedException) as exc:
+        click.echo(f"error: {exc.code}: {exc.message}", err=True)
+        click.echo(_detect_hint(exc, lv, project, version), err=True)
+        sys.exit(1)
+    failed = counts["failed"]
+    click.echo(f"{len(paths)} images: {counts['anomalous']} anomalous, {counts['normal']} normal, {failed} failed"
+               + (f" -> {out}" if out else ""), err=True)
+    if failed and not allow_failures:
+        sys.exit(1)
+
+
+def _detect_client(home: str | None, endpoint_url: str | None, workers: int) -> Any:
+    if endpoint_url is None:
+        return _client(home)
+    from botocore.config import Config
+
+    from lvkit.boto import boto3_client
+
+    return boto3_client(endpoint_url, config=Config(max_pool_connections=max(10, workers)))
+
+
+def _detect_hint(exc: LookoutVisionError, lv: Any, project: str, version: str) -> str:
+    from lvkit.batch import is_unsigned
+
+    if isinstance(exc, AccessDeniedException):
+        if is_unsigned(lv):
+            return ("  no AWS credentials were found, so the requests went unsigned and this server wants SigV4: "
+                    "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a key the server's --credentials holds)")
+        return "  the server refused these credentials: use a key its --credentials holds"
+    return (f"  host it with `lvkit models start --project {project} --version {version}` (and stop it after), "
+            "or pass --start to host it for this run only")
+
+
+def _detect_one(lv: Any, project: str, version: str, image: Path, content_type: str | None,
+                mask_out: str | None) -> None:
+    """The single-image form: print DetectAnomalies' JSON (mask base64), as before."""
+    from lvkit.batch import detect_one
+
+    result = detect_one(lv, project, version, image, content_type=content_type)
     if mask_out and result.anomaly_mask is not None:
         Path(mask_out).write_bytes(result.anomaly_mask)
     click.echo(json.dumps({"DetectAnomalyResult": result.to_json()}, indent=2))
+
+
+def _write_rows(rows: Any, out: str | None, *, total: int, progress: bool) -> dict[str, int]:
+    """Write rows to ``out`` (or JSON lines on stdout) under a progress bar; count the verdicts."""
+    from tqdm import tqdm
+
+    from lvkit.batch import ResultsWriter, open_results
+
+    counts = {"anomalous": 0, "normal": 0, "failed": 0}
+    with (open_results(out) if out else contextlib.nullcontext(ResultsWriter(sys.stdout, "jsonl"))) as writer, \
+            tqdm(total=total, unit="img", desc="detect", file=sys.stderr, disable=not progress) as bar:
+        try:
+            for row in rows:
+                writer.write(row)
+                counts["failed" if row.failed else "anomalous" if row.is_anomalous else "normal"] += 1
+                bar.update()
+                bar.set_postfix(failed=counts["failed"], refresh=False)
+        except BaseException:
+            bar.close()
+            click.echo(f"stopped after {writer.rows} of {total} images" + (f" (written to {out})" if out else ""),
+                       err=True)
+            raise
+    return counts
 
 
 @main.group(cls=_Group)
@@ -209,8 +316,8 @@ def projects(home: str | None) -> None:
 
 
 @main.command()
-@click.option("--out", default="reports", show_default=True, type=click.Path(file_okay=False),
-              help="Where <name>.html, <name>.json and index.md go.")
+@click.option("--out", default="lvkit-reports", show_default=True, type=click.Path(file_okay=False),
+              help="Where <name>.html, <name>.json and index.md go; --out reports replaces the committed ones.")
 @click.option("--notebooks", "notebooks_dir", default="notebooks", show_default=True,
               type=click.Path(exists=True, file_okay=False), help="The notebooks to run.")
 @click.option("--smoke", is_flag=True, help="CI sizes (SMOKE=True) instead of full size.")

@@ -123,3 +123,29 @@ def test_cli_report_and_clean(folder: Path, tmp_path: Path):
     assert r.exit_code == 0 and "01_good.ipynb: cleaned" in r.output and "02_bad.ipynb: cleaned" in r.output
     cleaned = nbformat.read(folder / "01_good.ipynb", as_version=4)
     assert cleaned.cells[1].outputs == [] and cleaned.cells[1].metadata == {"tags": ["parameters"]}
+
+
+def test_committed_reports_name_no_machine_paths():
+    """Issue 13, item 10: the committed HTML named the builder's folders (/work/..., /tmp/...)."""
+    import re
+    from pathlib import Path
+
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    for html in sorted(reports.glob("*.html")):
+        found = re.findall(r"(?<![\w.:/])/(?:work|tmp|root|home|Users|var/folders)/[^\s\"'<]*", html.read_text())
+        assert not found, f"{html.name}: {found[:3]}"
+
+
+def test_machine_independent_keeps_urls_and_relative_paths(tmp_path, monkeypatch):
+    import tempfile
+
+    from lvkit.report import machine_independent
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "reports"
+    text = (f'<a href="https://cdn.example/x/y.js">{out}/a.png</a> {tempfile.gettempdir()}/lvkit-1/b '
+            f'{tmp_path}/notebooks/c.ipynb {tmp_path}-other/d')
+    other = f"{tmp_path}-other/d".replace(tempfile.gettempdir(), "$TMPDIR")  # not the cwd: a prefix only
+    assert machine_independent(text, out=out) == (
+        '<a href="https://cdn.example/x/y.js">reports/a.png</a> $TMPDIR/lvkit-1/b ./notebooks/c.ipynb '
+        f'{other}')
