@@ -244,7 +244,7 @@ def machine_independent(text: str, *, out: str | os.PathLike[str]) -> str:
                     str(Path.cwd()): ".", str(Path.home()): "~"}
     for path in sorted(replacements, key=len, reverse=True):  # the longest first: a report folder under cwd
         if len(path) > 1:
-            text = re.sub(re.escape(path) + r"(?=[/\s\"'<&,:)\]]|$)", lambda _m, p=path: replacements[p], text)
+            text = re.sub(re.escape(path) + r"(?=[/\s\"'<&,:)\]]|$)", replacements[path].replace("\\", "\\\\"), text)
     return text
 
 

@@ -101,6 +101,14 @@ def heldout(client: Any, samples: Iterable[Any], *, project: str, version: str =
     ------
     ValueError
         If ``client`` is not an in-process client, or none of ``samples`` is in the split.
+
+    Examples
+    --------
+    >>> import lvkit
+    >>> lv = lvkit.client()                                              # doctest: +SKIP
+    >>> ds = lvkit.datasets.load("lvkit-demo/data/brick")                # doctest: +SKIP
+    >>> test = heldout(lv, ds, project="demo-brick")                     # doctest: +SKIP
+    >>> df = run(lv, test, project="demo-brick")  # scores what did not choose the thresholds  # doctest: +SKIP
     """
     service = getattr(client, "service", None)
     if service is None or not hasattr(service, "version_splits"):
@@ -227,8 +235,9 @@ def run(
     df.attrs["errors"] = failed
     if failed and first_error is not None and on_error == "warn":
         if failed == len(df):
-            first_error.add_note(f"lvkit.eval.run: all {failed} images failed; this is the first error "
-                                 "(on_error='ignore' returns the rows instead)")
+            if hasattr(first_error, "add_note"):  # Python 3.11+
+                first_error.add_note(f"lvkit.eval.run: all {failed} images failed; this is the first error "
+                                     "(on_error='ignore' returns the rows instead)")
             raise first_error
         warnings.warn(f"{failed} of {len(df)} images failed and are left out of the metrics; the first: "
                       f"{type(first_error).__name__}: {first_error}", FailedImagesWarning, stacklevel=2)
