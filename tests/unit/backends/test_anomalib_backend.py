@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +129,15 @@ def test_bad_datasets(tmp_path: Path, tiny_benchmark: Path):
     (few / "normal").mkdir(parents=True)
     for i, p in enumerate(sorted((tiny_benchmark / "train" / "good").glob("*.png"))[:5]):
         (few / "normal" / f"{i}.png").write_bytes(p.read_bytes())
-    with pytest.raises(lvkit.DatasetError, match="at least 10 normal images"):
+    with pytest.raises(lvkit.DatasetError, match="at least 20 normal images"):  # one dataset: the service's 20
         lvkit.train("p", few, home=tmp_path / "h", progress=False)
-    mixed = tmp_path / "mixed"
-    (mixed / "normal").mkdir(parents=True)
-    for i, p in enumerate(sorted((tiny_benchmark / "train" / "good").glob("*.png"))[:10]):
-        (mixed / "normal" / f"{i}.png").write_bytes(p.read_bytes())
-    (mixed / "normal" / "big.png").write_bytes(png_bytes(np.zeros((80, 80, 3), np.uint8)))
+    fewer = shutil.copytree(tiny_benchmark, tmp_path / "fewer")
+    for p in sorted((fewer / "train" / "good").glob("*.png"))[9:]:
+        p.unlink()
+    with pytest.raises(lvkit.DatasetError, match="at least 10 normal images"):  # train + test: 10
+        lvkit.train("p", fewer, home=tmp_path / "h", progress=False)
+    mixed = shutil.copytree(tiny_benchmark, tmp_path / "mixed")
+    (mixed / "train" / "good" / "big.png").write_bytes(png_bytes(np.zeros((80, 80, 3), np.uint8)))
     with pytest.raises(lvkit.DatasetError, match="same size"):
         lvkit.train("p", mixed, home=tmp_path / "h", progress=False)
     manifest = tmp_path / "train.manifest"
