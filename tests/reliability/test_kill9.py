@@ -33,6 +33,8 @@ WORKER = """
     home, round_ = sys.argv[1], int(sys.argv[2])
     service = LookoutVisionService(home)
     store = service.store
+    if store.get_model("base", 1).status == "HOSTED":  # a kill after StartModel, before StopModel: it stays HOSTED
+        service.stop_model("base", "1")
     print("ready", flush=True)
     i = 0
     while True:
