@@ -61,7 +61,7 @@ from lvkit.errors import (
     ResourceNotFoundException,
     redact_paths,
 )
-from lvkit.shapes import DetectAnomalyResult
+from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,7 +83,6 @@ __all__ = [
 ]
 
 #: image suffixes found in folders and globs, and the content type each is sent as
-SUFFIX_TYPES: dict[str, str] = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 #: errors that concern the whole run, not one image: the run stops at the first
 RUN_ERRORS: tuple[type[LookoutVisionError], ...] = (AccessDeniedException, ResourceNotFoundException,
@@ -317,8 +316,10 @@ def raw_backend(lv: Any, project: str, version: str) -> Any:
     if service is None or not hasattr(service, "loaded_backend"):
         raise ValueError("heat maps are not available over an endpoint: the API's answer carries no anomaly "
                          "map; run in process (lvkit.client()) on the machine that has the model")
+    from lvkit.eval.run import exposes_raw
+
     backend = service.loaded_backend(project, version)
-    if not all(callable(getattr(backend, name, None)) for name in ("raw", "check_size", "result")):
+    if not exposes_raw(backend):
         raise ValueError(f"heat maps are not available for {project}/{version}: its backend "
                          f"({type(backend).__name__}) has no raw anomaly maps; only the anomalib backend has them")
     return backend
@@ -341,19 +342,16 @@ def _detect_raw(backend: Any, body: bytes, content_type: str) -> tuple[DetectAno
     """One model call that keeps the raw map (the anomalib backend's ``detect``, in its steps)."""
     import numpy as np
 
-    from lvkit.images import DEFAULT_MAX_BYTES, decode_image
+    from lvkit.eval.run import detect_raw
 
-    rgb = decode_image(body, content_type, max_bytes=getattr(backend, "max_bytes", DEFAULT_MAX_BYTES))
-    backend.check_size(rgb)
     try:
-        scores, maps = backend.raw(rgb[None])
-        result: DetectAnomalyResult = backend.result(rgb, float(scores[0]), maps[0])
+        result, _, raw_map = detect_raw(backend, body, content_type)
     except LookoutVisionError:
         raise
     except Exception as exc:  # the model failed on this image, as the service reports it
         message = f"the model failed on this image: {type(exc).__name__}: {exc}"
         raise InternalServerException(redact_paths(message)) from exc
-    amap = np.asarray(maps[0], dtype=np.float32)
+    amap = np.asarray(raw_map, dtype=np.float32)
     if np.isnan(amap).all():
         raise ValueError(f"heat maps are not available: the model ({type(backend).__name__}) produces no anomaly "
                          "map (a classification-only anomalib model)")

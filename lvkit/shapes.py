@@ -24,12 +24,15 @@ __all__ = [
     "ModelPerformance",
     "ProjectDescription",
     "CONTENT_TYPES",
+    "SUFFIX_TYPES",
     "BACKGROUND",
     "BACKGROUND_COLOR",
 ]
 
 ContentType = Literal["image/png", "image/jpeg"]
 CONTENT_TYPES: tuple[str, ...] = ("image/png", "image/jpeg")
+#: the ContentType of an image file, by its lower-case suffix
+SUFFIX_TYPES: dict[str, ContentType] = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 #: the first entry of ``Anomalies``, inserted by the service
 BACKGROUND = "background"

@@ -526,14 +526,9 @@ class Store:
         now = time.time()
         with self._tx() as db:
             db.execute("DELETE FROM tokens WHERE created < ?", (now - TOKEN_TTL_SECONDS,))
-            row = db.execute("SELECT request, response FROM tokens WHERE operation=? AND token=?",
-                             (operation, token)).fetchone()
-            if row is not None:
-                if row["request"] != key:
-                    raise ConflictException(
-                        f"ClientToken {token!r} was already used with a different {operation} request",
-                        resource_id=resource_id, resource_type=resource_type, operation_name=operation)
-                return dict(json.loads(row["response"])), False
+            first = self.recall(operation, token, request, resource_id=resource_id, resource_type=resource_type)
+            if first is not None:  # read inside this transaction: no other writer can add it meanwhile
+                return first, False
             response = run()
             db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
                        (operation, token, key, json.dumps(response), now))

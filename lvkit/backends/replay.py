@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from lvkit.backends import read_manifest, write_manifest
 from lvkit.errors import ResourceNotFoundException
 from lvkit.images import DEFAULT_MAX_BYTES, decode_image
-from lvkit.shapes import DetectAnomalyResult
+from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult
 
 if TYPE_CHECKING:
     import os
@@ -48,7 +48,6 @@ __all__ = ["RECORDINGS", "Recorder", "ReplayBackend", "record", "register_record
 
 #: the recording's file name inside a replay model version's artifact folder
 RECORDINGS = "recordings.jsonl"
-_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 _DUPLICATES = ("error", "last")
 
 
@@ -186,7 +185,7 @@ def record(target: Any, samples: Iterable[Any], path: str | os.PathLike[str], *,
     n = 0
     for item in getattr(samples, "samples", samples):
         file = Path(getattr(item, "image_path", item))
-        recorder.detect(file.read_bytes(), _TYPES.get(file.suffix.lower(), "image/png"), image=file.name)  # type: ignore[arg-type]  # one of the two types
+        recorder.detect(file.read_bytes(), SUFFIX_TYPES.get(file.suffix.lower(), "image/png"), image=file.name)
         n += 1
     return n
 

@@ -23,14 +23,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from lvkit.errors import FailedImagesWarning
 from lvkit.eval.scores import anomaly_score
-from lvkit.shapes import DetectAnomalyResult
+from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["detect_one", "heldout", "run"]
 
-_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 def detect_one(target: Any, body: bytes, content_type: str, *, project: str | None = None,
@@ -203,12 +202,12 @@ def run(
         path = Path(s.image_path)
         row: dict[str, Any] = {"path": str(path), "split": s.split, "label": int(s.label),
                                "defect_type": s.defect_type}
-        content_type = _TYPES.get(path.suffix.lower(), "image/png")
+        content_type = SUFFIX_TYPES.get(path.suffix.lower(), "image/png")
         body = path.read_bytes()
         t0 = time.perf_counter()
         try:
             if source is not None and source is target:  # one model call that keeps the map
-                r, score, amap = _detect_raw(source, body, content_type)
+                r, score, amap = detect_raw(source, body, content_type)
             else:
                 r = detect_one(target, body, content_type, project=project, version=version)
             row["latency_s"] = time.perf_counter() - t0
@@ -244,18 +243,18 @@ def run(
     return df
 
 
-def _exposes_raw(obj: Any) -> bool:
+def exposes_raw(obj: Any) -> bool:
     return all(callable(getattr(obj, name, None)) for name in ("raw", "check_size", "result"))
 
 
 def _raw_source(target: Any, project: str | None, version: str) -> Any:
     """The backend that gives raw maps: the target itself, or the one ``lvkit.client()`` has loaded."""
-    if _exposes_raw(target):
+    if exposes_raw(target):
         return target
     service = getattr(target, "service", None)
     if service is not None and hasattr(service, "loaded_backend"):
         backend = service.loaded_backend(project, version)
-        if _exposes_raw(backend):
+        if exposes_raw(backend):
             return backend
         target = backend
     raise ValueError(
@@ -277,7 +276,7 @@ def _raw_only(backend: Any, body: bytes, content_type: str) -> tuple[float, Any]
     return float(scores[0]), maps[0]
 
 
-def _detect_raw(backend: Any, body: bytes, content_type: str) -> tuple[DetectAnomalyResult, float, Any]:
+def detect_raw(backend: Any, body: bytes, content_type: str) -> tuple[DetectAnomalyResult, float, Any]:
     """``backend.detect`` in its three steps, keeping the raw score and map."""
     rgb = _decode(backend, body, content_type)
     scores, maps = backend.raw(rgb[None])

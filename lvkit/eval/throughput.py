@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lvkit.eval._checks import check_positive_int
-from lvkit.eval.run import _TYPES, _exposes_raw, detect_one
+from lvkit.eval.run import detect_one, exposes_raw
+from lvkit.shapes import SUFFIX_TYPES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,7 +112,7 @@ def _bodies(images: Any) -> list[tuple[bytes, str]]:
             body, ct = bytes(item), "image/jpeg" if bytes(item[:3]) == b"\xff\xd8\xff" else "image/png"
         else:
             path = Path(getattr(item, "image_path", item))
-            body, ct = path.read_bytes(), _TYPES.get(path.suffix.lower(), "image/png")
+            body, ct = path.read_bytes(), SUFFIX_TYPES.get(path.suffix.lower(), "image/png")
         out.append((body, ct))
     if not out:
         raise ValueError("images: expected at least one image, got none")
@@ -129,7 +130,7 @@ def _synchronizer(target: Any) -> Callable[[], None]:
 def _mode(target: Any) -> str:
     if hasattr(target, "detect_anomalies"):
         return "concurrent"
-    if _exposes_raw(target) or callable(getattr(target, "detect_many", None)):
+    if exposes_raw(target) or callable(getattr(target, "detect_many", None)):
         return "batch"
     return "concurrent"
 
@@ -147,7 +148,7 @@ class _Timer:
         return detect_one(self.target, item[0], item[1], project=self.project, version=self.version)
 
     def run(self, batch: Sequence[tuple[bytes, str]]) -> tuple[float, dict[str, float]]:
-        if self.mode == "batch" and _exposes_raw(self.target):
+        if self.mode == "batch" and exposes_raw(self.target):
             return self._staged(batch)
         self.sync()
         t0 = self.clock()
