@@ -10,12 +10,17 @@ scores the real service, anomalib and recorded runs alike:
   :func:`mask_threshold_curve`; :func:`ci_frame` shows a report as ``estimate, low, high``.
 - Pure numpy metric functions (``ranking``, ``calibration``, ``masks``, ``bootstrap``,
   ``scores``), streaming accumulators (``accumulate``) and figures (``plots``).
+- What the modules share lives in ``checks`` (argument checks, :class:`CalibrationFitWarning`,
+  :class:`CoverageWarning`) and ``base`` (sufficient statistics, bootstrap draws, run-table
+  plumbing); no module imports another's ``_private`` name.
 
 Importing it must not import torch, matplotlib or pandas, nor any lvkit module but
 ``lvkit.shapes`` and ``lvkit.errors``; sklearn, scipy, pandas and the rest of lvkit are
 imported inside the functions that need them.
 """
 
+from lvkit.eval import plots
+from lvkit.eval.accumulate import CalibrationAccumulator, ConfusionAccumulator, MaskIoUAccumulator
 from lvkit.eval.bootstrap import bootstrap_ci
 from lvkit.eval.calibration import (
     CALIBRATORS,
@@ -31,6 +36,7 @@ from lvkit.eval.calibration import (
     log_loss,
     reliability_curve,
 )
+from lvkit.eval.checks import CalibrationFitWarning, CoverageWarning
 from lvkit.eval.masks import (
     aupro,
     best_iou_threshold,
@@ -43,6 +49,7 @@ from lvkit.eval.masks import (
     per_label_iou,
     pixel_auroc,
 )
+from lvkit.eval.parity import parity
 from lvkit.eval.ranking import (
     average_precision,
     best_f1_threshold,
@@ -52,8 +59,6 @@ from lvkit.eval.ranking import (
     precision_recall_f1,
     threshold_metrics,
 )
-from lvkit.eval import plots
-from lvkit.eval.accumulate import CalibrationAccumulator, ConfusionAccumulator, MaskIoUAccumulator
 from lvkit.eval.report import ci_frame, image_metrics, operating_points
 from lvkit.eval.report_calibration import calibration_report, recalibration_report, split_for_calibration
 from lvkit.eval.report_masks import mask_report, mask_threshold_curve, predicted_label_masks
@@ -73,6 +78,7 @@ __all__ = [
     "calibration_error",
     "calibration_report",
     "CalibrationAccumulator",
+    "CalibrationFitWarning",
     "Calibrator",
     "calibrator_from_dict",
     "CALIBRATORS",
@@ -80,6 +86,7 @@ __all__ = [
     "confidence_from_score",
     "confusion_counts",
     "ConfusionAccumulator",
+    "CoverageWarning",
     "detect_one",
     "dice_score",
     "fingerprint",
@@ -99,6 +106,7 @@ __all__ = [
     "mean_iou",
     "operating_point",
     "operating_points",
+    "parity",
     "per_label_iou",
     "pixel_auroc",
     "PlattCalibrator",

@@ -16,19 +16,24 @@ With ``z = logit(clip(s, eps, 1 - eps))`` and ``sigma`` the logistic function:
 Platt and beta are fitted by maximum likelihood against Platt's smoothed targets
 ``(n_pos + 1) / (n_pos + 2)`` and ``1 / (n_neg + 2)`` (as sklearn's sigmoid calibration does),
 which keeps the parameters finite on separable data; the temperature by plain maximum
-likelihood over ``temperature`` in [0.01, 100]. ``predict`` needs numpy only; scipy and sklearn
+likelihood over ``temperature`` in [0.01, 100]. On separable data that likelihood keeps
+growing as the temperature falls, so the fit stops at 0.01 and the calibrated P(anomaly) is
+0 or 1 for scores away from 0.5 (a served Confidence of 1.0, an ECE of 0 on a split like the
+calibration one); at 100 every output is about 0.5. Either end warns a
+:class:`~lvkit.eval.CalibrationFitWarning`. ``predict`` needs numpy only; scipy and sklearn
 are imported inside ``fit``. This module must not import torch, matplotlib or pandas.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval._checks import as_binary, as_probability, check_in_range, check_real, same_length
+from lvkit.eval.checks import CalibrationFitWarning, as_binary, as_probability, check_in_range, check_real, same_length
 
 __all__ = [
     "CALIBRATORS",
@@ -234,6 +239,16 @@ class TemperatureCalibrator:
         lo, hi = np.log(_TEMPERATURE_BOUNDS)
         result = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
         self.temperature = float(np.exp(result.x))
+        at = next((b for b, edge in zip(_TEMPERATURE_BOUNDS, (lo, hi)) if abs(float(result.x) - edge) < 1e-4), None)
+        if at is not None:
+            outcome = ("outputs are hard 0/1 (Confidence 1.0) for scores away from 0.5: the scores separate the "
+                       "classes" if at == _TEMPERATURE_BOUNDS[0] else "outputs are all about 0.5")
+            warnings.warn(
+                f"temperature scaling stopped at its search bound, temperature={at:g}: {outcome}; "
+                "use Platt or beta calibration, or a larger calibration split",
+                CalibrationFitWarning,
+                stacklevel=2,
+            )
         return self
 
     def predict(self, scores: npt.ArrayLike) -> _F64:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval._checks import (
+from lvkit.eval.checks import (
     NAN,
     as_finite,
     check_in_range,

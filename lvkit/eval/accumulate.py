@@ -1,7 +1,7 @@
 """Streaming accumulators: metrics over results that arrive one at a time (or in chunks).
 
-Each accumulator holds only the sufficient statistics of a metric and calls the same private
-``_stats``/``_from_stats`` helpers as the batch function, so the two agree by construction:
+Each accumulator holds only the sufficient statistics of a metric and calls the same helpers
+of ``lvkit.eval.base`` as the batch function, so the two agree by construction:
 
 - :class:`CalibrationAccumulator`: per-bin counts, confidence sums and correct sums of
   :func:`~lvkit.eval.calibration_error` (formula in ``lvkit.eval.calibration``). The bin
@@ -25,10 +25,30 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval import calibration as _cal
-from lvkit.eval import masks as _masks
-from lvkit.eval import ranking as _rank
-from lvkit.eval._checks import NAN, as_binary, check_choice, check_positive_int, same_length, warn_undefined
+from lvkit.eval.base import (
+    bin_edges,
+    binned_stats,
+    calibration_from_bins,
+    confusion_stats,
+    curve_from_bins,
+    mask_stats_rows,
+    n_bin_slots,
+    overlap_from_stats,
+    prf_from_stats,
+)
+from lvkit.eval.checks import (
+    NAN,
+    NORMS,
+    as_binary,
+    check_choice,
+    check_confidence,
+    check_mask_options,
+    check_mask_pair,
+    check_positive_int,
+    check_verdicts,
+    same_length,
+    warn_undefined,
+)
 
 __all__ = ["CalibrationAccumulator", "ConfusionAccumulator", "MaskIoUAccumulator"]
 
@@ -43,7 +63,8 @@ class CalibrationAccumulator:
     Parameters
     ----------
     n_bins : int, default 10
-        Equal-width bins on [0, 1].
+        Equal-width bins on [0, 1] (plus the bin of confidence 1, as
+        :func:`~lvkit.eval.calibration_error`).
 
     See Also
     --------
@@ -60,19 +81,20 @@ class CalibrationAccumulator:
 
     def __init__(self, *, n_bins: int = 10) -> None:
         self.n_bins = check_positive_int("n_bins", n_bins)
-        self.edges = _cal._bin_edges(np.empty(0), self.n_bins, "uniform")
+        self.edges = bin_edges(np.empty(0), self.n_bins, "uniform")
         self.reset()
 
     def reset(self) -> None:
         """Forget every sample."""
-        self.counts = np.zeros(self.n_bins, np.int64)
-        self.conf_sums = np.zeros(self.n_bins, np.float64)
-        self.correct_sums = np.zeros(self.n_bins, np.float64)
+        slots = n_bin_slots(self.edges, "uniform")
+        self.counts = np.zeros(slots, np.int64)
+        self.conf_sums = np.zeros(slots, np.float64)
+        self.correct_sums = np.zeros(slots, np.float64)
 
     def update(self, confidence: npt.ArrayLike, correct: npt.ArrayLike) -> None:
         """Add verdict confidences in [0, 1] and whether each verdict was right."""
-        conf, corr, _, _ = _cal._check_args(confidence, correct, self.n_bins, "uniform")
-        counts, conf_sums, correct_sums = _cal._stats(conf, corr, self.edges)
+        conf, corr, _, _ = check_confidence(confidence, correct, self.n_bins, "uniform")
+        counts, conf_sums, correct_sums = binned_stats(conf, corr, self.edges, "uniform")
         self.counts += counts
         self.conf_sums += conf_sums
         self.correct_sums += correct_sums
@@ -94,15 +116,15 @@ class CalibrationAccumulator:
 
     def compute(self, *, norm: str = "l1") -> float:
         """ECE (``"l1"``) or MCE (``"max"``); ``nan`` with a warning before any sample."""
-        norm = check_choice("norm", norm, _cal.NORMS)
+        norm = check_choice("norm", norm, NORMS)
         if int(self.counts.sum()) == 0:
             warn_undefined("calibration error is undefined with no samples; returning nan")
             return NAN
-        return _cal._from_stats(self.counts, self.conf_sums, self.correct_sums, norm=norm)
+        return calibration_from_bins(self.counts, self.conf_sums, self.correct_sums, norm=norm)
 
     def curve(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
         """``(prob_true, prob_pred, counts)`` of the non-empty bins, as :func:`~lvkit.eval.reliability_curve`."""
-        return _cal._curve_from_stats(self.counts, self.conf_sums, self.correct_sums)
+        return curve_from_bins(self.counts, self.conf_sums, self.correct_sums)
 
 
 class MaskIoUAccumulator:
@@ -130,7 +152,7 @@ class MaskIoUAccumulator:
 
     def __init__(self, *, metric: str = "iou", average: str = "micro", empty: str = "nan") -> None:
         self.metric = check_choice("metric", metric, ("iou", "dice"))
-        self.average, self.empty = _masks._check_options(average, empty)
+        self.average, self.empty = check_mask_options(average, empty)
         self.reset()
 
     def reset(self) -> None:
@@ -144,7 +166,7 @@ class MaskIoUAccumulator:
 
     def update(self, mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike) -> None:
         """Add one image's true and predicted (H, W) masks."""
-        self._rows.append(_masks._stats([_masks._check_pair(mask_true, mask_pred)]))
+        self._rows.append(mask_stats_rows([check_mask_pair(mask_true, mask_pred)]))
 
     def merge(self, other: MaskIoUAccumulator) -> None:
         """Add the images of another accumulator."""
@@ -152,7 +174,7 @@ class MaskIoUAccumulator:
 
     def compute(self) -> float:
         """The metric over every image so far; ``nan`` with a warning when undefined."""
-        return _masks._from_stats(self.stats, metric=self.metric, average=self.average, empty=self.empty,
+        return overlap_from_stats(self.stats, metric=self.metric, average=self.average, empty=self.empty,
                                   stacklevel=3)
 
 
@@ -181,7 +203,7 @@ class ConfusionAccumulator:
 
     def update(self, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> None:
         """Add true labels and verdicts (1 / True = anomalous)."""
-        for key, value in _rank._confusion_stats(*_rank._check_preds(y_true, y_pred)).items():
+        for key, value in confusion_stats(*check_verdicts(y_true, y_pred)).items():
             self.counts[key] += value
 
     def update_results(self, results: Sequence[Any], y_true: npt.ArrayLike) -> None:
@@ -193,6 +215,6 @@ class ConfusionAccumulator:
         for key, value in other.counts.items():
             self.counts[key] += value
 
-    def compute(self) -> dict[str, float]:
-        """Precision, recall and F1 (``nan`` with a warning where 0/0)."""
-        return _rank._prf_from_stats(self.counts, stacklevel=3)
+    def compute(self, *, zero_division: float | str = "warn") -> dict[str, float]:
+        """Precision, recall and F1; a 0/0 ratio is ``zero_division`` (as :func:`~lvkit.eval.precision_recall_f1`)."""
+        return prf_from_stats(self.counts, zero_division=zero_division, stacklevel=3)

@@ -2,12 +2,9 @@ r"""Calibration of anomaly verdicts: top-label calibration error, reliability cu
 
 DetectAnomalies' ``Confidence`` is the confidence in the ``IsAnomalous`` verdict, so calibration
 is measured *top-label*: on pairs ``(confidence, correct)`` with
-``correct = (is_anomalous == y_true)``. Samples are put into ``n_bins`` bins of confidence, with
-edges :math:`e_0 < \dots < e_B` (equal width on [0, 1] for ``strategy="uniform"``, empirical
-quantiles of the confidences for ``"quantile"``); bin :math:`b` holds the confidences in
-:math:`(e_{b-1}, e_b]` (the first bin also holds :math:`e_0`), the convention of sklearn's
-``calibration_curve``. With :math:`n_b` samples, mean confidence :math:`c_b` and accuracy
-:math:`a_b` in bin :math:`b` and :math:`N = \sum_b n_b`:
+``correct = (is_anomalous == y_true)``. Samples are put into bins of confidence; with
+:math:`n_b` samples, mean confidence :math:`c_b` and accuracy :math:`a_b` in bin :math:`b` and
+:math:`N = \sum_b n_b`:
 
 .. math::
 
@@ -15,9 +12,32 @@ quantiles of the confidences for ``"quantile"``); bin :math:`b` holds the confid
     \qquad
     \mathrm{MCE} = \max_{b:\,n_b>0} |a_b - c_b| \quad (\texttt{norm="max"}).
 
+Bins (which bin a confidence on an edge joins):
+
+- ``strategy="uniform"``: edges :math:`e_b = b / B` for ``n_bins`` :math:`= B`; bin :math:`b`
+  holds :math:`[e_b, e_{b+1})`, and a confidence of exactly 1 (a verdict served as certain)
+  is a bin of its own. This is torchmetrics' convention (``torch.bucketize(c, edges,
+  right=True) - 1``), so :func:`calibration_error` equals torchmetrics'
+  ``binary_calibration_error`` on the same pairs, confidences 0, 0.1, 0.5 and 1 included.
+  torch's float64 ``linspace`` rounds a few edges (0.30000000000000004 for ``B = 10``), so a
+  confidence of exactly 0.3 lands one bin lower there; lvkit's edges are ``b / B`` as Python
+  divides. sklearn's ``calibration_curve`` closes uniform bins on the right instead; the two
+  differ only for confidences on an edge.
+- ``strategy="quantile"``: edges are the confidences' quantiles, which are themselves
+  confidences (the smallest and the largest always), so bins are closed on the right:
+  :math:`(e_b, e_{b+1}]`, the first bin also :math:`e_0`, as sklearn's
+  ``calibration_curve(strategy="quantile")``; the largest confidence never sits alone.
+
 This is the formula; streaming accumulators point here. Their sufficient statistics are the
-per-bin counts, confidence sums and correct sums (``_stats``), combined by ``_from_stats``.
-Quantile edges depend on all the data, so a streaming version must fix its edges first.
+per-bin counts, confidence sums and correct sums (``lvkit.eval.base.binned_stats``), combined
+by ``lvkit.eval.base.calibration_from_bins``. Quantile edges depend on all the data, so a
+streaming version must fix its edges first.
+
+The same function scores the *binary* calibration of P(anomaly) when given
+``(anomaly_score, y_true)`` instead of ``(confidence, correct)``: torchmetrics' binary case.
+A P(anomaly) shifted by the same amount for every image moves the top-label confidence up for
+one verdict and down for the other, so much of the shift cancels in the top-label ECE; that is
+why :func:`~lvkit.eval.calibration_report` shows both.
 
 The proper scoring rules (:func:`brier_score_loss`, :func:`log_loss`) take P(anomaly), i.e. the
 :func:`~lvkit.eval.anomaly_score`. The recalibrators (:class:`PlattCalibrator`, ...) live in
@@ -42,13 +62,15 @@ from lvkit.eval._calibrators import (
     calibrator_from_dict,
     fit_calibrator,
 )
-from lvkit.eval._checks import (
+from lvkit.eval.base import bin_edges, binned_stats, calibration_from_bins, curve_from_bins
+from lvkit.eval.checks import (
     NAN,
+    NORMS,
     as_binary,
     as_probability,
     check_choice,
+    check_confidence,
     check_in_range,
-    check_positive_int,
     same_length,
     warn_undefined,
 )
@@ -70,56 +92,6 @@ __all__ = [
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
-STRATEGIES = ("uniform", "quantile")
-NORMS = ("l1", "max")
-
-
-# --- binned top-label statistics --------------------------------------------------------------
-
-
-def _check_args(
-    confidence: npt.ArrayLike, correct: npt.ArrayLike, n_bins: object, strategy: object
-) -> tuple[_F64, npt.NDArray[np.bool_], int, str]:
-    conf = as_probability("confidence", confidence)
-    corr = as_binary("correct", correct)
-    same_length(confidence=conf, correct=corr)
-    return conf, corr, check_positive_int("n_bins", n_bins), check_choice("strategy", strategy, STRATEGIES)
-
-
-def _bin_edges(confidence: _F64, n_bins: int, strategy: str) -> _F64:
-    """Bin edges ``e_0 .. e_B`` as in sklearn's ``calibration_curve``."""
-    if strategy == "quantile":
-        return np.percentile(confidence, np.linspace(0.0, 1.0, n_bins + 1) * 100).astype(np.float64)
-    return np.linspace(0.0, 1.0, n_bins + 1)
-
-
-def _stats(confidence: _F64, correct: npt.NDArray[np.bool_], edges: _F64) -> tuple[_I64, _F64, _F64]:
-    """Per-bin sample counts, confidence sums and correct counts (as float) for fixed ``edges``."""
-    n_bins = edges.size - 1
-    ids = np.searchsorted(edges[1:-1], confidence)  # bin b holds (e_b, e_{b+1}], first bin closed
-    counts = np.bincount(ids, minlength=n_bins).astype(np.int64)
-    conf_sums = np.bincount(ids, weights=confidence, minlength=n_bins).astype(np.float64)
-    correct_sums = np.bincount(ids, weights=correct.astype(np.float64), minlength=n_bins).astype(np.float64)
-    return counts, conf_sums, correct_sums
-
-
-def _curve_from_stats(counts: _I64, conf_sums: _F64, correct_sums: _F64) -> tuple[_F64, _F64, _I64]:
-    nonzero = counts > 0
-    n = counts[nonzero]
-    return correct_sums[nonzero] / n, conf_sums[nonzero] / n, n
-
-
-def _from_stats(counts: _I64, conf_sums: _F64, correct_sums: _F64, *, norm: str) -> float:
-    """ECE (``norm="l1"``) or MCE (``"max"``) from per-bin statistics; ``nan`` if no samples."""
-    total = int(counts.sum())
-    if total == 0:
-        warn_undefined("calibration error is undefined with no samples; returning nan", stacklevel=4)
-        return NAN
-    acc, conf, n = _curve_from_stats(counts, conf_sums, correct_sums)
-    gaps = np.abs(acc - conf)
-    if norm == "max":
-        return float(gaps.max())
-    return float(np.sum(gaps * n) / total)
 
 
 def calibration_error(
@@ -134,7 +106,12 @@ def calibration_error(
 
     The formula and the bin convention are in the module docstring: ``norm="l1"`` weights each
     non-empty bin's ``|accuracy - mean confidence|`` by its share of samples (ECE),
-    ``norm="max"`` takes the largest gap (MCE).
+    ``norm="max"`` takes the largest gap (MCE). Uniform bins are closed on the left, ``[b / B,
+    (b + 1) / B)``, with a bin of its own for a confidence of exactly 1 (torchmetrics'
+    convention); quantile bins are closed on the right (sklearn's).
+
+    Given ``(anomaly_score, y_true)`` instead, it is the binary calibration error of
+    P(anomaly) (torchmetrics' ``binary_calibration_error``).
 
     Parameters
     ----------
@@ -174,13 +151,20 @@ def calibration_error(
     0.29
     >>> round(calibration_error([0.65, 0.95, 0.95, 0.95, 0.95], [0, 1, 1, 1, 0], norm="max"), 6)
     0.65
+
+    On the edges: 0.5 opens the bin [0.5, 0.6) and 1.0 has a bin of its own, so each of these
+    four sits alone: ECE = (|0 - 0.45| + |1 - 0.5| + |0 - 0.95| + |1 - 1|) / 4 (bins closed on
+    the right would pair 0.45 with 0.5 and 0.95 with 1.0, and give 0.25):
+
+    >>> round(calibration_error([0.45, 0.5, 0.95, 1.0], [0, 1, 0, 1]), 6)
+    0.475
     """
-    conf, corr, n_bins, strategy = _check_args(confidence, correct, n_bins, strategy)
+    conf, corr, n_bins, strategy = check_confidence(confidence, correct, n_bins, strategy)
     norm = check_choice("norm", norm, NORMS)
     if conf.size == 0:
         warn_undefined("calibration error is undefined with no samples; returning nan")
         return NAN
-    return _from_stats(*_stats(conf, corr, _bin_edges(conf, n_bins, strategy)), norm=norm)
+    return calibration_from_bins(*binned_stats(conf, corr, bin_edges(conf, n_bins, strategy), strategy), norm=norm)
 
 
 def reliability_curve(
@@ -192,8 +176,10 @@ def reliability_curve(
 ) -> tuple[_F64, _F64, _I64]:
     """Per-bin accuracy, mean confidence and sample count of verdict confidences.
 
-    The same bins as :func:`calibration_error` (and as :func:`sklearn.calibration.calibration_curve`
-    with ``y_true=correct, y_prob=confidence``). Empty bins are dropped.
+    The same bins as :func:`calibration_error`, so a confidence of exactly 1 has a point of its
+    own with uniform bins. :func:`sklearn.calibration.calibration_curve` (``y_true=correct,
+    y_prob=confidence``) gives the same curve, except that its uniform bins are closed on the
+    right (a confidence on an edge joins the lower bin there). Empty bins are dropped.
 
     Parameters
     ----------
@@ -230,11 +216,11 @@ def reliability_curve(
     >>> acc.tolist(), conf.round(2).tolist(), n.tolist()
     ([0.0, 0.75], [0.65, 0.95], [1, 4])
     """
-    conf, corr, n_bins, strategy = _check_args(confidence, correct, n_bins, strategy)
+    conf, corr, n_bins, strategy = check_confidence(confidence, correct, n_bins, strategy)
     if conf.size == 0:
         warn_undefined("the reliability curve is empty with no samples")
         return np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0, np.int64)
-    return _curve_from_stats(*_stats(conf, corr, _bin_edges(conf, n_bins, strategy)))
+    return curve_from_bins(*binned_stats(conf, corr, bin_edges(conf, n_bins, strategy), strategy))
 
 
 # --- proper scoring rules on P(anomaly) -----------------------------------------------------------

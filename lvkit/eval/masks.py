@@ -18,8 +18,9 @@ the aggregation is explicit:
   ``nan`` and the mean is a nan-mean (``nan`` with a warning if every value is ``nan``);
   ``"one"``: an empty pair scores 1.0; ``"skip"``: empty pairs are left out.
 
-The sufficient statistics (``_stats``) are per-image ``(intersection, union, true_count,
-pred_count)`` rows, so a streaming accumulator only sums or stacks them.
+The sufficient statistics (``lvkit.eval.base.mask_stats_rows``) are per-image
+``(intersection, union, true_count, pred_count)`` rows, so a streaming accumulator only sums
+or stacks them; ``lvkit.eval.base.overlap_from_stats`` applies the policies above.
 
 The metrics of continuous anomaly maps (:func:`iou_threshold_curve`, :func:`best_iou_threshold`,
 :func:`pixel_auroc`, :func:`aupro`) live in ``lvkit.eval._maps`` and are re-exported here.
@@ -35,8 +36,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval._checks import NAN, as_binary, check_choice, warn_undefined
 from lvkit.eval._maps import aupro, best_iou_threshold, iou_threshold_curve, pixel_auroc
+from lvkit.eval.base import mask_stats_rows, overlap_from_stats, pair_stats
+from lvkit.eval.checks import AVERAGES, EMPTY, check_choice, check_mask_options, check_mask_pair
 
 __all__ = [
     "aupro",
@@ -52,75 +54,15 @@ __all__ = [
 ]
 
 _Bool = npt.NDArray[np.bool_]
-_F64 = npt.NDArray[np.float64]
-_I64 = npt.NDArray[np.int64]
-EMPTY = ("nan", "one", "skip")
-AVERAGES = ("micro", "macro")
 
 
-# --- checks and statistics --------------------------------------------------------------------
-
-
-def _check_pair(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, where: str = "") -> tuple[_Bool, _Bool]:
-    t = as_binary(f"mask_true{where}", mask_true, ndim=2)
-    p = as_binary(f"mask_pred{where}", mask_pred, ndim=2)
-    if t.shape != p.shape:
-        raise ValueError(
-            f"expected mask_true{where} and mask_pred{where} of the same shape, got {t.shape} and {p.shape}"
-        )
-    return t, p
+# --- checks -------------------------------------------------------------------------------------
 
 
 def _check_masks(masks_true: Sequence[npt.ArrayLike], masks_pred: Sequence[npt.ArrayLike]) -> list[tuple[_Bool, _Bool]]:
     if len(masks_true) != len(masks_pred):
         raise ValueError(f"expected as many predicted masks as true masks, got {len(masks_pred)} and {len(masks_true)}")
-    return [_check_pair(t, p, f"[{i}]") for i, (t, p) in enumerate(zip(masks_true, masks_pred))]
-
-
-def _pair_stats(t: _Bool, p: _Bool) -> tuple[int, int, int, int]:
-    inter = int(np.count_nonzero(t & p))
-    n_true, n_pred = int(np.count_nonzero(t)), int(np.count_nonzero(p))
-    return inter, n_true + n_pred - inter, n_true, n_pred
-
-
-def _stats(pairs: Sequence[tuple[_Bool, _Bool]]) -> _I64:
-    """Rows ``(intersection, union, true_count, pred_count)``, one per image, int64 (n, 4)."""
-    return np.array([_pair_stats(t, p) for t, p in pairs], dtype=np.int64).reshape(-1, 4)
-
-
-def _ratios(stats: _I64, metric: str) -> tuple[_F64, _F64]:
-    if metric == "iou":
-        return stats[:, 0].astype(np.float64), stats[:, 1].astype(np.float64)
-    return (2.0 * stats[:, 0]).astype(np.float64), (stats[:, 2] + stats[:, 3]).astype(np.float64)
-
-
-def _from_stats(stats: _I64, *, metric: str, average: str, empty: str, stacklevel: int = 4) -> float:
-    """IoU or Dice of an ``(n, 4)`` statistics array under an ``average`` and ``empty`` policy."""
-    num, den = _ratios(stats, metric)
-    name = "IoU" if metric == "iou" else "Dice"
-    if average == "micro":
-        if den.sum() > 0:
-            return float(num.sum() / den.sum())
-        if empty == "one" and stats.shape[0] > 0:
-            return 1.0
-        warn_undefined(f"micro {name} is undefined: every mask is empty; returning nan", stacklevel=stacklevel)
-        return NAN
-    is_empty = den == 0
-    values = np.divide(num, den, out=np.full(num.shape, NAN), where=~is_empty)
-    if empty == "one":
-        values[is_empty] = 1.0
-    elif empty == "skip":
-        values = values[~is_empty]
-    if values.size == 0 or bool(np.all(np.isnan(values))):
-        warn_undefined(
-            f"macro {name} is undefined: no image has a non-empty mask; returning nan", stacklevel=stacklevel
-        )
-        return NAN
-    return float(np.nanmean(values))
-
-
-def _check_options(average: object, empty: object) -> tuple[str, str]:
-    return check_choice("average", average, AVERAGES), check_choice("empty", empty, EMPTY)
+    return [check_mask_pair(t, p, f"[{i}]") for i, (t, p) in enumerate(zip(masks_true, masks_pred))]
 
 
 # --- single image ------------------------------------------------------------------------------
@@ -155,7 +97,7 @@ def mask_stats(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike) -> tuple[int,
     >>> mask_stats([[1, 1], [0, 0]], [[1, 0], [1, 0]])
     (1, 3, 2, 2)
     """
-    return _pair_stats(*_check_pair(mask_true, mask_pred))
+    return pair_stats(*check_mask_pair(mask_true, mask_pred))
 
 
 def iou_score(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, *, empty: str = "nan") -> float:
@@ -197,7 +139,8 @@ def iou_score(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, *, empty: str 
     1.0
     """
     empty = check_choice("empty", empty, EMPTY)
-    return _from_stats(_stats([_check_pair(mask_true, mask_pred)]), metric="iou", average="micro", empty=empty)
+    stats = mask_stats_rows([check_mask_pair(mask_true, mask_pred)])
+    return overlap_from_stats(stats, metric="iou", average="micro", empty=empty)
 
 
 def dice_score(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, *, empty: str = "nan") -> float:
@@ -234,7 +177,8 @@ def dice_score(mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, *, empty: str
     0.666667
     """
     empty = check_choice("empty", empty, EMPTY)
-    return _from_stats(_stats([_check_pair(mask_true, mask_pred)]), metric="dice", average="micro", empty=empty)
+    stats = mask_stats_rows([check_mask_pair(mask_true, mask_pred)])
+    return overlap_from_stats(stats, metric="dice", average="micro", empty=empty)
 
 
 # --- sets of images ----------------------------------------------------------------------------
@@ -284,8 +228,9 @@ def mean_iou(
     >>> mean_iou(t, p), mean_iou(t, p, average="macro", empty="one")
     (0.5, 0.75)
     """
-    average, empty = _check_options(average, empty)
-    return _from_stats(_stats(_check_masks(masks_true, masks_pred)), metric="iou", average=average, empty=empty)
+    average, empty = check_mask_options(average, empty)
+    stats = mask_stats_rows(_check_masks(masks_true, masks_pred))
+    return overlap_from_stats(stats, metric="iou", average=average, empty=empty)
 
 
 def mean_dice(
@@ -329,8 +274,9 @@ def mean_dice(
     >>> round(mean_dice(t, p), 6)
     0.666667
     """
-    average, empty = _check_options(average, empty)
-    return _from_stats(_stats(_check_masks(masks_true, masks_pred)), metric="dice", average=average, empty=empty)
+    average, empty = check_mask_options(average, empty)
+    stats = mask_stats_rows(_check_masks(masks_true, masks_pred))
+    return overlap_from_stats(stats, metric="dice", average=average, empty=empty)
 
 
 def per_label_iou(
@@ -399,7 +345,7 @@ def per_label_iou(
                 ref = np.asarray(p_mask if t_mask is None else t_mask)
                 t_mask = np.zeros(ref.shape, bool) if t_mask is None else t_mask
                 p_mask = np.zeros(ref.shape, bool) if p_mask is None else p_mask
-            rows.append(_pair_stats(*_check_pair(t_mask, p_mask, f"[{i}][{label!r}]")))
+            rows.append(pair_stats(*check_mask_pair(t_mask, p_mask, f"[{i}][{label!r}]")))
         stats = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        out[label] = _from_stats(stats, metric="iou", average=average, empty="skip")
+        out[label] = overlap_from_stats(stats, metric="iou", average=average, empty="skip")
     return out

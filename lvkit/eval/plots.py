@@ -4,7 +4,9 @@ No metric is computed here: functions take the tables and arrays the metric func
 (:func:`~lvkit.eval.calibration_report`'s ``reliability``, :func:`~lvkit.eval.mask_threshold_curve`,
 :func:`~lvkit.eval.mask_report`'s ``iou_console``, :func:`~lvkit.eval.throughput`'s
 ``latencies_s``). Each returns a :class:`matplotlib.figure.Figure` built without pyplot, so no
-GUI backend is touched; save it with ``fig.savefig(...)`` or show it in a notebook.
+GUI backend is touched; save it with ``fig.savefig(...)`` or show it in a notebook. The
+reliability diagram's histogram bins its confidences with the curve's own helpers
+(``lvkit.eval.base.bin_edges``/``bin_ids``), so its bars are the curve's bins.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from lvkit.eval.base import bin_edges, bin_ids, n_bin_slots
+from lvkit.eval.checks import STRATEGIES, as_probability, check_choice, check_positive_int
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -31,13 +36,29 @@ def _figure(**kw: Any) -> Figure:
     return Figure(**kw)
 
 
+_TRUTH_COLOR = "yellow"
+EMPTY_PREDICTION = "predicted mask: empty\n(no pixel above the pixel threshold)"
+
+
+def _hex(rgb: Any) -> str:
+    return "#{:02X}{:02X}{:02X}".format(*(int(v) for v in rgb))
+
+
 def mask_sheet(
     images: Sequence[npt.NDArray[np.uint8]],
     true_masks: Sequence[npt.NDArray[np.bool_]],
     pred_masks: Sequence[npt.NDArray[np.uint8]],
     titles: Sequence[str],
+    *,
+    labels: Mapping[str, str] | None = None,
 ) -> Figure:
     """A sheet of images with their true mask (contour) and predicted AnomalyMask (overlay).
+
+    A legend under the sheet names the colours: the truth's yellow outline and each predicted
+    label's colour (from ``labels``; without it, each colour found in the predicted masks).
+    A predicted mask with no pixel is titled as such: the verdict comes from the image score
+    and its threshold, the mask from the pixels above the pixel threshold, so an image can be
+    anomalous with an empty mask.
 
     Parameters
     ----------
@@ -47,38 +68,52 @@ def mask_sheet(
         The decoded AnomalyMask PNGs (black background).
     titles : sequence of str
         One caption per image.
+    labels : mapping of str to str, optional
+        Anomaly name -> ``#RRGGBB`` (the run table's ``anomalies`` column), for the legend.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One row per image: the image, the truth, the prediction.
+        One row per image: the image, the truth, the prediction; and the colour legend.
 
     Examples
     --------
     >>> img = np.zeros((64, 64, 3), np.uint8); truth = np.zeros((64, 64), bool); truth[8:16, 8:16] = True
     >>> pred = np.zeros((64, 64, 3), np.uint8); pred[8:20, 8:20] = (255, 0, 0)
-    >>> len(mask_sheet([img], [truth], [pred], ["scratch"]).axes)
-    3
+    >>> fig = mask_sheet([img], [truth], [pred], ["scratch"], labels={"scratch": "#FF0000"})
+    >>> len(fig.axes), [t.get_text() for t in fig.legends[0].get_texts()]
+    (3, ['true mask (outline)', 'predicted: scratch'])
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     n = len(images)
-    fig = _figure(figsize=(7.5, 2.5 * n), layout="constrained")
+    fig = _figure(figsize=(7.5, 2.5 * n + 0.5), layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False)
+    seen: list[str] = []
     for i, (img, truth, pred, title) in enumerate(zip(images, true_masks, pred_masks, titles)):
         axes[i, 0].imshow(img)
         axes[i, 0].set_title(title, fontsize=8)
         axes[i, 1].imshow(img)
         if truth.any():
-            axes[i, 1].contour(truth, levels=[0.5], colors="yellow", linewidths=1)
-        axes[i, 1].set_title("true mask", fontsize=8)
+            axes[i, 1].contour(truth, levels=[0.5], colors=_TRUTH_COLOR, linewidths=1)
+        axes[i, 1].set_title("true mask" if truth.any() else "true mask: empty", fontsize=8)
         overlay = img.copy()
         hit = pred.any(axis=2)
         overlay[hit] = (0.45 * img[hit] + 0.55 * pred[hit]).astype(np.uint8)
+        seen += [c for c in (_hex(v) for v in np.unique(pred[hit].reshape(-1, 3), axis=0)) if c not in seen]
         axes[i, 2].imshow(overlay)
         if truth.any():
-            axes[i, 2].contour(truth, levels=[0.5], colors="yellow", linewidths=1)
-        axes[i, 2].set_title("predicted mask (truth outlined)", fontsize=8)
+            axes[i, 2].contour(truth, levels=[0.5], colors=_TRUTH_COLOR, linewidths=1)
+        axes[i, 2].set_title("predicted mask (truth outlined)" if hit.any() else EMPTY_PREDICTION, fontsize=8)
         for ax in axes[i]:
             ax.set_axis_off()
+    handles: list[Any] = [Line2D([], [], color=_TRUTH_COLOR, linewidth=2, label="true mask (outline)")]
+    if labels:
+        handles += [Patch(facecolor=color, label=f"predicted: {name}") for name, color in labels.items()]
+    else:
+        handles += [Patch(facecolor=color, label=f"predicted ({color})") for color in seen]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
     return fig
 
 
@@ -89,6 +124,7 @@ def reliability_diagram(
     *,
     confidence: npt.ArrayLike | None = None,
     n_bins: int = 10,
+    strategy: str = "uniform",
     title: str | None = None,
 ) -> Figure:
     """Reliability diagram (accuracy against confidence per bin) over a confidence histogram.
@@ -100,10 +136,15 @@ def reliability_diagram(
         :func:`~lvkit.eval.reliability_curve` (or the ``reliability`` table of
         :func:`~lvkit.eval.calibration_report`: ``accuracy``, ``confidence``, ``count``).
     confidence : array-like of shape (n,), optional
-        The confidences themselves; when given, the lower panel is their histogram over
-        ``n_bins`` equal-width bins, else bars of ``counts`` at ``prob_pred``.
+        The confidences themselves (non-finite ones, from failed rows, are left out); when
+        given, the lower panel is their histogram over the curve's own bins (``n_bins`` and
+        ``strategy`` as the curve was made: the same edges and the same edge convention,
+        confidence 1 drawn as a bar of its own past 1 for uniform bins), else bars of
+        ``counts`` at ``prob_pred``.
     n_bins : int, default 10
-        Histogram bins.
+        Bins of the curve.
+    strategy : {"uniform", "quantile"}, default "uniform"
+        Bins of the curve.
     title : str, optional
         Figure title.
 
@@ -112,12 +153,20 @@ def reliability_diagram(
     matplotlib.figure.Figure
         Two panels: the diagram with the diagonal of perfect calibration, and the histogram.
 
+    Raises
+    ------
+    ValueError
+        If ``confidence`` is given and its histogram's non-empty bins do not hold ``counts``
+        (the curve was made with other bins or other data).
+
     Examples
     --------
     >>> fig = reliability_diagram([0.0, 0.75], [0.65, 0.95], [1, 4], confidence=[0.65, 0.95, 0.95, 0.95, 0.95])
     >>> [ax.get_ylabel() for ax in fig.axes]
     ['accuracy', 'count']
     """
+    n_bins = check_positive_int("n_bins", n_bins)
+    strategy = check_choice("strategy", strategy, STRATEGIES)
     acc, conf, n = (np.asarray(a, dtype=np.float64) for a in (prob_true, prob_pred, counts))
     fig = _figure(figsize=(4.5, 5.5), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
@@ -130,7 +179,20 @@ def reliability_diagram(
     if title:
         top.set_title(title)
     if confidence is not None:
-        bottom.hist(np.asarray(confidence, dtype=np.float64), bins=np.linspace(0, 1, n_bins + 1).tolist(), color="C0")
+        values = np.asarray(confidence, dtype=np.float64)
+        values = as_probability("confidence", values[np.isfinite(values)])
+        edges = bin_edges(values, n_bins, strategy)
+        hist = np.bincount(bin_ids(values, edges, strategy), minlength=n_bin_slots(edges, strategy))
+        if hist[hist > 0].tolist() != n.astype(np.int64).tolist():
+            raise ValueError(f"expected counts of these confidences' bins (n_bins={n_bins}, strategy={strategy!r}), "
+                             f"got counts {n.astype(np.int64).tolist()} for bins holding {hist[hist > 0].tolist()}")
+        bottom.bar(edges[:-1], hist[: edges.size - 1], width=np.diff(edges), align="edge", color="C0",
+                   edgecolor="white", linewidth=0.5)
+        if hist.size == edges.size and hist[-1]:  # uniform bins: confidence 1 is a bin of its own
+            width = 0.3 / n_bins
+            bottom.bar([1.0], [hist[-1]], width=width, align="edge", color="C1", label="confidence = 1")
+            bottom.legend(loc="upper left", fontsize=7)
+            top.set_xlim(0, 1 + width)
     else:
         bottom.bar(conf, n, width=0.8 / max(n_bins, 1), color="C0")
     bottom.set_xlabel("confidence")

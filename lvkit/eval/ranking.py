@@ -10,9 +10,10 @@ Thresholds returned by :func:`best_f1_threshold` and :func:`operating_point` are
 *midway* between the lowest score predicted positive and the next lower score, so the rules
 ``score >= t`` and ``score > t`` (anomalib thresholds strictly) give the same predictions.
 
-Internal pipeline per metric: ``_check_*`` -> ``_*_stats`` (sufficient statistics) ->
-``_*_from_stats``. sklearn is imported inside the functions that need it; this module must not
-import torch, matplotlib or pandas.
+Internal pipeline per metric: a check -> sufficient statistics -> the number; the statistics
+helpers (``curve_stats``, ``confusion_stats``, ``prf_from_stats``, ...) live in
+``lvkit.eval.base``, shared with the accumulators and the reports. sklearn is imported inside
+the functions that need it; this module must not import torch, matplotlib or pandas.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval._checks import NAN, as_binary, as_finite, check_in_range, check_real, same_length, warn_undefined
+from lvkit.eval.base import confusion_stats, curve_stats, prf_from_stats
+from lvkit.eval.checks import (
+    NAN,
+    as_binary,
+    as_finite,
+    check_in_range,
+    check_real,
+    check_verdicts,
+    same_length,
+    warn_undefined,
+)
 
 __all__ = [
     "average_precision",
@@ -36,7 +47,6 @@ __all__ = [
 
 _Bool = npt.NDArray[np.bool_]
 _F64 = npt.NDArray[np.float64]
-_I64 = npt.NDArray[np.int64]
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -47,13 +57,6 @@ def _check_scores(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> tuple[_Bool,
     ys = as_finite("y_score", y_score)
     same_length(y_true=yt, y_score=ys)
     return yt, ys
-
-
-def _check_preds(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> tuple[_Bool, _Bool]:
-    yt = as_binary("y_true", y_true)
-    yp = as_binary("y_pred", y_pred)
-    same_length(y_true=yt, y_pred=yp)
-    return yt, yp
 
 
 def _both_classes(yt: _Bool, metric: str) -> bool:
@@ -158,33 +161,6 @@ def average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> float:
 # --- confusion counts and precision / recall / F1 ---------------------------------------------
 
 
-def _confusion_stats(yt: _Bool, yp: _Bool) -> dict[str, int]:
-    tp = int(np.count_nonzero(yt & yp))
-    fp = int(np.count_nonzero(~yt & yp))
-    fn = int(np.count_nonzero(yt & ~yp))
-    return {"tp": tp, "fp": fp, "tn": int(yt.size) - tp - fp - fn, "fn": fn}
-
-
-def _ratio(num: int, den: int) -> float:
-    return num / den if den else NAN
-
-
-def _prf_from_stats(counts: dict[str, int], *, stacklevel: int = 4) -> dict[str, float]:
-    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
-    out = {
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-    }
-    undefined = [name for name, value in out.items() if np.isnan(value)]
-    if undefined:
-        warn_undefined(
-            f"{', '.join(undefined)} undefined (0/0) for tp={tp}, fp={fp}, fn={fn}; returning nan",
-            stacklevel=stacklevel,
-        )
-    return out
-
-
 def confusion_counts(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, int]:
     """Count true/false positives and negatives of anomaly verdicts.
 
@@ -214,16 +190,18 @@ def confusion_counts(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, 
     >>> confusion_counts([1, 1, 0, 0, 0], [1, 0, 1, 0, 0])
     {'tp': 1, 'fp': 1, 'tn': 2, 'fn': 1}
     """
-    return _confusion_stats(*_check_preds(y_true, y_pred))
+    return confusion_stats(*check_verdicts(y_true, y_pred))
 
 
-def precision_recall_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
+def precision_recall_f1(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, *, zero_division: float | str = "warn"
+) -> dict[str, float]:
     """Precision, recall and F1 of anomaly verdicts, the anomalous class being positive.
 
     ``precision = tp / (tp + fp)``, ``recall = tp / (tp + fn)`` and
     ``f1 = 2 tp / (2 tp + fp + fn)`` (the same as the harmonic mean where both are defined,
-    and as sklearn >= 1.3). A 0/0 ratio is ``nan`` and warns
-    :class:`~lvkit.errors.UndefinedMetricWarning` once per call.
+    and as sklearn >= 1.3). A 0/0 ratio is ``zero_division``: by default ``nan`` with one
+    :class:`~lvkit.errors.UndefinedMetricWarning` per call.
 
     Parameters
     ----------
@@ -231,6 +209,11 @@ def precision_recall_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[st
         True labels, 1 / True = anomalous.
     y_pred : array-like of shape (n,), dtype bool
         Predicted labels.
+    zero_division : "warn", float in [0, 1] or nan, default "warn"
+        The value of a 0/0 ratio. ``"warn"`` gives ``nan`` and warns (sklearn's ``"warn"``
+        gives 0.0); a number (e.g. 0.0, as training scores its validation split) is returned
+        as it is, without a warning, as sklearn's
+        ``precision_recall_fscore_support(..., zero_division=x)``.
 
     Returns
     -------
@@ -251,11 +234,14 @@ def precision_recall_f1(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[st
     --------
     >>> precision_recall_f1([1, 1, 0, 0], [1, 0, 1, 0])
     {'precision': 0.5, 'recall': 0.5, 'f1': 0.5}
+    >>> precision_recall_f1([1, 0], [0, 0], zero_division=0.0)
+    {'precision': 0.0, 'recall': 0.0, 'f1': 0.0}
     """
-    return _prf_from_stats(_confusion_stats(*_check_preds(y_true, y_pred)))
+    return prf_from_stats(confusion_stats(*check_verdicts(y_true, y_pred)), zero_division=zero_division)
 
 
-def threshold_metrics(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, threshold: float) -> dict[str, Any]:
+def threshold_metrics(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, threshold: float,
+                      zero_division: float | str = "warn") -> dict[str, Any]:
     """Precision, recall, F1 and confusion counts when ``score >= threshold`` is anomalous.
 
     Parameters
@@ -266,11 +252,13 @@ def threshold_metrics(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, threshol
         Anomaly scores.
     threshold : float
         Scores at or above it are predicted anomalous.
+    zero_division : "warn", float in [0, 1] or nan, default "warn"
+        As :func:`precision_recall_f1`.
 
     Returns
     -------
     dict
-        ``"precision"``, ``"recall"``, ``"f1"`` (float, ``nan`` with a warning where 0/0) and
+        ``"precision"``, ``"recall"``, ``"f1"`` (float, ``zero_division`` where 0/0) and
         ``"tp"``, ``"fp"``, ``"tn"``, ``"fn"`` (int).
 
     Raises
@@ -290,43 +278,11 @@ def threshold_metrics(y_true: npt.ArrayLike, y_score: npt.ArrayLike, *, threshol
     """
     t = check_real("threshold", threshold)
     yt, ys = _check_scores(y_true, y_score)
-    counts = _confusion_stats(yt, ys >= t)
-    return {**_prf_from_stats(counts), **counts}
+    counts = confusion_stats(yt, ys >= t)
+    return {**prf_from_stats(counts, zero_division=zero_division), **counts}
 
 
 # --- curve statistics and threshold placement -------------------------------------------------
-
-
-def _curve_stats(yt: _Bool, ys: _F64) -> tuple[_F64, _I64, _I64]:
-    """Distinct scores in decreasing order with the tp and fp counts of ``score >= u``.
-
-    The same statistics as sklearn's ``_binary_clf_curve``; index ``k`` predicts every sample
-    whose score is at least ``distinct[k]``.
-    """
-    order = np.argsort(-ys, kind="mergesort")
-    s, y = ys[order], yt[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each tie group
-    tps = np.cumsum(y, dtype=np.int64)[last]
-    fps = (last + 1 - tps).astype(np.int64)
-    return s[last], tps, fps
-
-
-def _auroc_from_curve(tps: _I64, fps: _I64) -> float:
-    """Trapezoidal area under ROC from :func:`_curve_stats` counts (sklearn's ``roc_auc_score``)."""
-    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:  # one class: nan, as image_auroc
-        return NAN
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-
-
-def _ap_from_curve(tps: _I64, fps: _I64) -> float:
-    """Step-wise average precision from :func:`_curve_stats` counts (sklearn's ``average_precision_score``)."""
-    if tps.size == 0 or tps[-1] == 0 or fps[-1] == 0:  # one class: nan, as average_precision
-        return NAN
-    precision = tps / (tps + fps)
-    recall = np.r_[0.0, tps / tps[-1]]
-    return float(np.sum(np.diff(recall) * precision))
 
 
 def _midway(distinct: _F64, k: int) -> float:
@@ -388,7 +344,7 @@ def best_f1_threshold(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> tuple[fl
     if n_pos == 0:
         warn_undefined("F1 is undefined when y_true has no anomalous sample; returning nan", stacklevel=3)
         return NAN, NAN
-    distinct, tps, fps = _curve_stats(yt, ys)
+    distinct, tps, fps = curve_stats(yt, ys)
     f1 = 2 * tps / (tps + fps + n_pos)
     k = int(np.argmax(f1))
     return _midway(distinct, k), float(f1[k])
@@ -456,7 +412,7 @@ def operating_point(
     if not _both_classes(yt, "operating point"):
         return {"threshold": NAN, "fpr": NAN, "recall": NAN, "precision": NAN}
     n_pos, n_neg = int(yt.sum()), int((~yt).sum())
-    distinct, tps, fps = _curve_stats(yt, ys)
+    distinct, tps, fps = curve_stats(yt, ys)
     tps, fps = np.r_[0, tps], np.r_[0, fps]  # index 0 = predict nothing
     recall, fpr = tps / n_pos, fps / n_neg
     if target_fpr is not None:
@@ -466,7 +422,7 @@ def operating_point(
         ok = np.flatnonzero(recall >= t)
         key = np.lexsort((-recall[ok], fpr[ok]))  # min fpr, then max recall
     i = int(ok[key[0]])
-    precision = _ratio(int(tps[i]), int(tps[i] + fps[i]))
+    precision = float(tps[i] / (tps[i] + fps[i])) if tps[i] + fps[i] else NAN
     if np.isnan(precision):
         warn_undefined("precision is undefined (0/0) at a threshold that predicts nothing; returning nan")
     return {

@@ -2,15 +2,19 @@
 
 Thin shells over the pure metric functions (``ranking``, ``bootstrap``); pandas is imported
 inside the functions. Rows with an ``error`` are left out of every metric. The calibration
-tables live in ``lvkit.eval.report_calibration`` and share this module's plumbing.
+and mask tables live in ``lvkit.eval.report_calibration`` and ``lvkit.eval.report_masks``;
+the plumbing all three share (run-table arrays, bootstrap bounds, warnings) is in
+``lvkit.eval.base``.
 
-Every headline number comes with a seeded percentile-bootstrap interval (``ci=True``): the
-rows of the table are resampled ``n_resamples`` times with the draws of
-:func:`~lvkit.eval.bootstrap_ci` (same ``seed``, same intervals), and all numbers of one report
-share those resamples. The dict reports name the bounds ``<metric>_low`` and
-``<metric>_high``; :func:`ci_frame` turns them into an ``estimate, low, high`` table. A
-threshold or an operating point is chosen once on the whole table; its interval covers the
-rates at that fixed threshold.
+Every headline number comes with a seeded bootstrap interval (``ci=True``): the rows of the
+table are resampled ``n_resamples`` times with the draws of :func:`~lvkit.eval.bootstrap_ci`
+(same ``seed``, same intervals), and all numbers of one report share those resamples. The
+bounds are percentiles by default (``ci_method="percentile"``) or BCa (``"bca"``); with fewer
+than 10 rows of a class the report warns a :class:`~lvkit.eval.CoverageWarning`, as such
+intervals cover less than their level (numbers in :func:`~lvkit.eval.bootstrap_ci`). The dict
+reports name the bounds ``<metric>_low`` and ``<metric>_high``; :func:`ci_frame` turns them
+into an ``estimate, low, high`` table. A threshold or an operating point is chosen once on the
+whole table; its interval covers the rates at that fixed threshold.
 
 An estimate that is undefined for the table (one class only, nothing predicted) is ``nan``
 and the report warns one :class:`~lvkit.errors.UndefinedMetricWarning` naming the undefined
@@ -24,20 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.eval._checks import NAN, check_in_range, check_positive_int, check_real, warn_undefined
-from lvkit.eval.bootstrap import _intervals
-from lvkit.eval.ranking import (
-    _ap_from_curve,
-    _auroc_from_curve,
-    _confusion_stats,
-    _curve_stats,
-    best_f1_threshold,
-    operating_point,
+from lvkit.eval.base import (
+    ap_from_curve,
+    auroc_from_curve,
+    check_ci,
+    confusion_stats,
+    curve_stats,
+    run_arrays,
+    warn_nan,
+    warn_small_classes,
+    with_ci,
 )
-from lvkit.eval.scores import anomaly_score, confidence_from_score
+from lvkit.eval.checks import NAN, check_real, warn_undefined
+from lvkit.eval.ranking import best_f1_threshold, operating_point
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
     import pandas as pd
 
 __all__ = ["ci_frame", "image_metrics", "operating_points"]
@@ -45,57 +50,7 @@ __all__ = ["ci_frame", "image_metrics", "operating_points"]
 _RATES = ("precision", "recall", "f1", "fpr", "accuracy")
 
 
-# --- shared plumbing ------------------------------------------------------------------------------
-
-
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["error"].isna()] if "error" in df.columns else df
-
-
-def _arrays(df: pd.DataFrame) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.float64],
-                                       npt.NDArray[np.float64]]:
-    """Labels, verdicts, top-label confidences and anomaly scores of the successful rows.
-
-    A table with only one of ``confidence`` and ``anomaly_score`` gets the other from
-    :func:`~lvkit.eval.anomaly_score` / :func:`~lvkit.eval.confidence_from_score`.
-    """
-    ok = _ok(df)
-    y, pred = ok["label"].to_numpy(bool), ok["is_anomalous"].to_numpy(bool)
-    conf = ok["confidence"].to_numpy(float) if "confidence" in ok.columns else None
-    score = ok["anomaly_score"].to_numpy(float) if "anomaly_score" in ok.columns else None
-    if conf is None:
-        if score is None:
-            raise ValueError(f"expected a 'confidence' or 'anomaly_score' column, got {list(df.columns)!r}")
-        conf = np.asarray(confidence_from_score(pred, score), dtype=np.float64).reshape(-1)
-    if score is None:
-        score = np.asarray(anomaly_score(pred, conf), dtype=np.float64).reshape(-1)
-    return y, pred, conf, score
-
-
-def _check_ci(n_resamples: object, confidence_level: object) -> None:
-    check_positive_int("n_resamples", n_resamples)
-    check_in_range("confidence_level", confidence_level, "(0, 1)")
-
-
-def _with_ci(estimates: dict[str, float], fn: Any, arrays: Sequence[Any], *, ci: bool, n_resamples: int,
-             confidence_level: float, seed: int) -> dict[str, float]:
-    """``estimates`` plus ``<name>_low``/``<name>_high`` for each name ``fn`` returns."""
-    out = dict(estimates)
-    if not ci:
-        return out
-    if len(arrays[0]) == 0:  # nothing to resample: every bound is nan
-        bounds = dict.fromkeys(fn(*arrays), (NAN, NAN))
-    else:
-        bounds = _intervals(fn, *arrays, n_resamples=n_resamples, confidence_level=confidence_level, seed=seed)
-    for name, (low, high) in bounds.items():
-        out[f"{name}_low"], out[f"{name}_high"] = low, high
-    return out
-
-
-def _warn_nan(report: str, values: Mapping[str, Any], names: Sequence[str]) -> None:
-    bad = [k for k in names if k in values and isinstance(values[k], float) and np.isnan(values[k])]
-    if bad:
-        warn_undefined(f"{report}: {', '.join(bad)} undefined for this table; nan there", stacklevel=4)
+# --- rates from counts ---------------------------------------------------------------------------
 
 
 def _rates(counts: Mapping[str, int]) -> dict[str, float]:
@@ -114,13 +69,13 @@ def _rates(counts: Mapping[str, int]) -> dict[str, float]:
 
 def _image_stats(y: Any, pred: Any, score: Any, threshold: float | None) -> dict[str, float]:
     if y.size:
-        _, tps, fps = _curve_stats(y, score)
-        out = {"auroc": _auroc_from_curve(tps, fps), "average_precision": _ap_from_curve(tps, fps)}
+        _, tps, fps = curve_stats(y, score)
+        out = {"auroc": auroc_from_curve(tps, fps), "average_precision": ap_from_curve(tps, fps)}
     else:
         out = {"auroc": NAN, "average_precision": NAN}
-    out.update(_rates(_confusion_stats(y, pred)))
+    out.update(_rates(confusion_stats(y, pred)))
     if threshold is not None:
-        out.update({f"threshold_{k}": v for k, v in _rates(_confusion_stats(y, score >= threshold)).items()})
+        out.update({f"threshold_{k}": v for k, v in _rates(confusion_stats(y, score >= threshold)).items()})
     return out
 
 
@@ -132,6 +87,7 @@ def image_metrics(
     n_resamples: int = 1000,
     confidence_level: float = 0.95,
     seed: int = 0,
+    ci_method: str = "percentile",
 ) -> dict[str, float]:
     """Image-level AUROC, AP and the verdict's precision/recall/F1, with bootstrap intervals.
 
@@ -155,13 +111,17 @@ def image_metrics(
         Interval coverage.
     seed : int, default 0
         Bootstrap seed.
+    ci_method : {"percentile", "bca"}, default "percentile"
+        How the bounds are read from the resamples (:func:`~lvkit.eval.bootstrap_ci`'s
+        ``method``); BCa covers better with few anomalous images.
 
     Returns
     -------
     dict of str to float
         ``n, n_anomalous, auroc, average_precision, precision, recall, f1, fpr, accuracy, tp,
         fp, tn, fn`` (plus ``threshold`` and ``threshold_<rate>``), and the bounds. Undefined
-        numbers are ``nan`` with one :class:`~lvkit.errors.UndefinedMetricWarning`.
+        numbers are ``nan`` with one :class:`~lvkit.errors.UndefinedMetricWarning`; bounds
+        from fewer than 10 rows of a class come with a :class:`~lvkit.eval.CoverageWarning`.
 
     Raises
     ------
@@ -178,30 +138,36 @@ def image_metrics(
     >>> import pandas as pd
     >>> df = pd.DataFrame({"label": [0, 0, 1, 1], "anomaly_score": [0.1, 0.6, 0.7, 0.9],
     ...                    "is_anomalous": [False, True, True, True], "error": [None] * 4})
-    >>> m = image_metrics(df)
+    >>> m = image_metrics(df, ci=False)
     >>> m["auroc"], m["precision"], m["recall"]
     (1.0, 0.6666666666666666, 1.0)
-    >>> m["auroc_low"] <= m["auroc"] <= m["auroc_high"]
-    True
     >>> image_metrics(df, threshold=0.65, ci=False)["threshold_precision"]
     1.0
+
+    Bootstrap bounds; 20 rows of each class, so no :class:`~lvkit.eval.CoverageWarning`:
+
+    >>> big = pd.concat([df] * 10, ignore_index=True)
+    >>> m = image_metrics(big, n_resamples=200)
+    >>> bool(m["precision_low"] <= m["precision"] <= m["precision_high"])
+    True
     """
-    _check_ci(n_resamples, confidence_level)
+    method = check_ci(n_resamples, confidence_level, ci_method)
     t = None if threshold is None else check_real("threshold", threshold)
-    y, pred, _, score = _arrays(df)
+    y, pred, _, score = run_arrays(df)
 
     def stats(yy: Any, pp: Any, ss: Any) -> dict[str, float]:
         return _image_stats(yy, pp, ss, t)
 
     estimates = stats(y, pred, score)
     head: dict[str, float] = {"n": float(y.size), "n_anomalous": float(y.sum())}
-    counts = {k: float(v) for k, v in _confusion_stats(y, pred).items()}
+    counts = {k: float(v) for k, v in confusion_stats(y, pred).items()}
     out = {**head, **estimates, **counts}
     if t is not None:
         out["threshold"] = t
-    _warn_nan("image_metrics", out, list(estimates))
-    return _with_ci(out, stats, [y, pred, score], ci=ci, n_resamples=n_resamples,
-                    confidence_level=confidence_level, seed=seed)
+    warn_nan("image_metrics", out, list(estimates))
+    warn_small_classes("image_metrics", y, ci=ci, confidence_level=confidence_level, method=method)
+    return with_ci(out, stats, [y, pred, score], ci=ci, n_resamples=n_resamples,
+                   confidence_level=confidence_level, seed=seed, method=method)
 
 
 def operating_points(
@@ -214,6 +180,7 @@ def operating_points(
     n_resamples: int = 1000,
     confidence_level: float = 0.95,
     seed: int = 0,
+    ci_method: str = "percentile",
 ) -> pd.DataFrame:
     """Thresholds on the anomaly score for FPR budgets, recall targets and the best F1.
 
@@ -235,8 +202,8 @@ def operating_points(
         Fixed thresholds to report as well.
     ci : bool, default True
         Add ``_low``/``_high`` columns for precision, recall, F1 and FPR.
-    n_resamples, confidence_level, seed
-        As :func:`image_metrics`.
+    n_resamples, confidence_level, seed, ci_method
+        As :func:`image_metrics` (with its :class:`~lvkit.eval.CoverageWarning`).
 
     Returns
     -------
@@ -273,8 +240,9 @@ def operating_points(
 
     from lvkit.errors import UndefinedMetricWarning
 
-    _check_ci(n_resamples, confidence_level)
-    y, pred, _, score = _arrays(df)
+    method = check_ci(n_resamples, confidence_level, ci_method)
+    y, pred, _, score = run_arrays(df)
+    warn_small_classes("operating_points", y, ci=ci, confidence_level=confidence_level, method=method)
     points: list[tuple[str, float]] = []
     with warnings.catch_warnings():  # undefined points are reported once, below
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -288,18 +256,18 @@ def operating_points(
     def rates(yy: Any, pp: Any, ss: Any, t: float | None) -> dict[str, float]:
         if t is not None and np.isnan(t):
             return dict.fromkeys(_RATES, NAN)
-        return _rates(_confusion_stats(yy, pp if t is None else ss >= t))
+        return _rates(confusion_stats(yy, pp if t is None else ss >= t))
 
     rows = []
     undefined = []
     for name, t in [("served", None), *points]:
         chosen = pred if t is None else (score >= t if not np.isnan(t) else np.zeros(y.size, bool))
         row: dict[str, Any] = {"point": name, "threshold": NAN if t is None else t,
-                               **rates(y, pred, score, t), **_confusion_stats(y, chosen)}
+                               **rates(y, pred, score, t), **confusion_stats(y, chosen)}
         undefined += [f"{k} at {name}" for k in ("precision", "recall", "f1", "fpr") if np.isnan(row[k])]
-        row = _with_ci(row, lambda yy, pp, ss, t=t: {k: v for k, v in rates(yy, pp, ss, t).items() if k != "accuracy"},
-                       [y, pred, score], ci=ci, n_resamples=n_resamples, confidence_level=confidence_level,
-                       seed=seed)
+        row = with_ci(row, lambda yy, pp, ss, t=t: {k: v for k, v in rates(yy, pp, ss, t).items() if k != "accuracy"},
+                      [y, pred, score], ci=ci, n_resamples=n_resamples, confidence_level=confidence_level,
+                      seed=seed, method=method)
         rows.append(row)
     if undefined:
         warn_undefined(f"operating_points: {', '.join(undefined)} undefined; nan there", stacklevel=2)

@@ -8,31 +8,31 @@ True masks are read with :func:`lvkit.datasets.read_label_masks`; their labels a
 Anomalies names with :func:`lvkit.shapes.anomaly_name` (``oil_stain`` -> ``oilstain``), the
 names the service gives them. Predicted masks are the ``AnomalyMask`` PNG decoded through the
 ``Name -> Color`` of the row's Anomalies. Rows with an ``error`` are left out.
+
+Three mask IoUs, each with one name wherever it is shown (:data:`IOU_NAMES`: the tables' docs,
+``lvkit demo``'s printout, the README):
+
+- ``iou_any``, "IoU (any label)": the true mask of every label together against the predicted
+  mask of every label together, per image, averaged over the group's images;
+- ``iou_label``, "IoU (own label)": the true mask against only the pixels predicted with the
+  image's own defect type, per anomalous image, averaged;
+- ``iou_console``, "IoU (per label)": for each label, that label's true mask against that
+  label's predicted mask (:func:`~lvkit.eval.per_label_iou`, the console's per-label
+  "average IoU").
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.eval._checks import NAN, check_choice, check_positive_int, warn_undefined
-from lvkit.eval.bootstrap import _intervals
-from lvkit.eval.masks import (
-    EMPTY,
-    _from_stats,
-    _pair_stats,
-    aupro,
-    best_iou_threshold,
-    iou_score,
-    iou_threshold_curve,
-    per_label_iou,
-    pixel_auroc,
-)
 from lvkit.errors import UndefinedMetricWarning
+from lvkit.eval.base import intervals, ok_rows, overlap_from_stats, pair_stats
+from lvkit.eval.checks import EMPTY, NAN, check_choice, check_positive_int, warn_undefined
+from lvkit.eval.masks import aupro, best_iou_threshold, iou_score, iou_threshold_curve, per_label_iou, pixel_auroc
 from lvkit.shapes import anomaly_name
 
 if TYPE_CHECKING:
@@ -40,6 +40,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["mask_report", "mask_threshold_curve", "predicted_label_masks"]
+
+#: the display name of each IoU column of :func:`mask_report`, one name per definition
+IOU_NAMES = {"iou_any": "IoU (any label)", "iou_label": "IoU (own label)", "iou_console": "IoU (per label)"}
+#: what each name means, in a line (the demo prints these under its table)
+IOU_MEANINGS = {
+    "iou_any": "every true label together against every predicted label together, per image, averaged",
+    "iou_label": "the true mask against only the pixels predicted with the image's own defect type",
+    "iou_console": "each label's true mask against the same label's predicted mask (the console's average IoU)",
+}
 
 
 def predicted_label_masks(mask_png: bytes | None, colors: dict[str, str] | None) -> dict[str, npt.NDArray[np.bool_]]:
@@ -81,24 +90,32 @@ def _png_shape(png: bytes) -> tuple[int, int]:
     return h, w
 
 
-def _union(masks: Iterable[npt.NDArray[np.bool_]], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-    out = np.zeros(shape, bool)
-    for m in masks:
-        out |= m
-    return out
-
-
 def _has_map(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 2 and bool(np.all(np.isfinite(value)))
 
 
+def _image_shape(path: Any) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+    return h, w
+
+
 def _collect(df: pd.DataFrame, samples: Any) -> list[dict[str, Any]]:
-    """Per successful row: defect type, true label masks, predicted label masks (or None), map (or None)."""
+    """Per successful row: defect type, true label masks, predicted label masks (or None), map (or None).
+
+    When any row of the table holds an AnomalyMask (a segmentation model, ``keep_masks=True``),
+    a row without one was answered without a mask: its predicted masks are empty (``{}``), so
+    a defect image scores IoU 0 instead of being left out. A table without any mask (a
+    classification model, ``keep_masks=False``) has nothing to score (``None``).
+    """
     from lvkit.datasets import read_label_masks
 
     by_path = {str(s.image_path): s for s in getattr(samples, "samples", samples)}
-    ok = df[df["error"].isna()] if "error" in df.columns else df
+    ok = ok_rows(df)
     has_maps = "anomaly_map" in ok.columns
+    answered_with_masks = "anomaly_mask" in ok.columns and any(isinstance(v, bytes) for v in ok["anomaly_mask"])
     items = []
     for _, r in ok.iterrows():
         sample = by_path.get(r["path"])
@@ -107,14 +124,19 @@ def _collect(df: pd.DataFrame, samples: Any) -> list[dict[str, Any]]:
         png = r.get("anomaly_mask")
         png = png if isinstance(png, bytes) else None
         amap = r["anomaly_map"] if has_maps and _has_map(r["anomaly_map"]) else None
-        if png is None and amap is None:
+        if png is None and amap is None and not answered_with_masks:
             continue
-        shape = amap.shape if amap is not None else _png_shape(png)  # type: ignore[arg-type]  # png set here
+        if amap is not None:
+            shape = amap.shape
+        elif png is not None:
+            shape = _png_shape(png)
+        else:
+            shape = _image_shape(sample.image_path)
         truth = {anomaly_name(k): v for k, v in read_label_masks(sample, shape=shape).items()}
         colors = r["anomalies"] if isinstance(r.get("anomalies"), dict) else {}
-        items.append({"kind": sample.defect_type or "normal", "truth": truth,
-                      "pred": predicted_label_masks(png, colors) if png is not None else None,
-                      "map": amap, "shape": shape})
+        pred = predicted_label_masks(png, colors) if png is not None else ({} if answered_with_masks else None)
+        items.append({"kind": sample.defect_type or "normal", "truth": truth, "pred": pred, "map": amap,
+                      "shape": shape})
     return items
 
 
@@ -128,13 +150,15 @@ def _quiet(fn: Any, *args: Any, **kw: Any) -> Any:
 def _mask_cells(stats: npt.NDArray[np.int64], empty: str) -> dict[str, float]:
     out = {}
     for metric in ("iou", "dice"):
-        out[f"{metric}_any"] = _quiet(_from_stats, stats, metric=metric, average="macro", empty=empty)
-        out[f"{metric}_micro"] = _quiet(_from_stats, stats, metric=metric, average="micro", empty=empty)
+        out[f"{metric}_any"] = _quiet(overlap_from_stats, stats, metric=metric, average="macro", empty=empty)
+        out[f"{metric}_micro"] = _quiet(overlap_from_stats, stats, metric=metric, average="micro", empty=empty)
     return out
 
 
 def _map_cells(items: list[dict[str, Any]], thresholds: int, fpr_limit: float) -> dict[str, float]:
-    pairs = [(_union(it["truth"].values(), it["shape"]), it["map"]) for it in items if it["map"] is not None]
+    from lvkit.datasets import union_mask
+
+    pairs = [(union_mask(it["truth"], it["shape"]), it["map"]) for it in items if it["map"] is not None]
     out = dict.fromkeys(("pixel_auroc", "aupro", "best_iou", "best_iou_threshold"), NAN)
     n_pos = sum(int(t.sum()) for t, _ in pairs)
     if not pairs or n_pos == 0 or n_pos == sum(t.size for t, _ in pairs):
@@ -160,19 +184,24 @@ def mask_report(
 ) -> pd.DataFrame:
     """Mask IoU and Dice per defect type (and ``all``), per label as the console did, and from raw maps.
 
-    For each image the predicted anomaly mask (every label together) is compared with the true
-    mask (every label together). ``iou_any``/``dice_any`` average the per-image values
-    (macro); ``iou_micro``/``dice_micro`` pool the pixel counts of the group. Normal images
+    ``iou_any``, "IoU (any label)": for each image the predicted anomaly mask (every label
+    together) is compared with the true mask (every label together). ``iou_any``/``dice_any``
+    average the per-image values (macro); ``iou_micro``/``dice_micro`` pool the pixel counts
+    of the group. An image answered without an AnomalyMask, in a table where other answers
+    have one, is scored with an empty prediction: a defect image gets IoU 0 (it is not left
+    out); a table without any AnomalyMask has no mask to score. Normal images
     have empty true masks, so the policy for an image whose two masks are both empty decides
     the headline; it is ``empty`` (shown as the table's column-axis name and counted in
     ``n_both_empty``): ``"skip"`` (default) leaves such images out, so a normal image counts
     only when the model marks pixels on it (its IoU is then 0); ``"one"`` scores them 1.0;
     ``"nan"`` scores them nan (the macro mean skips them). See ``lvkit.eval.masks``.
 
-    ``iou_label`` compares the true mask with only the pixels the model gave the image's own
-    defect type (mean over the group's anomalous images; ``all``: over every anomalous image). ``iou_console`` is the per-label average IoU of
-    :func:`~lvkit.eval.per_label_iou` over the whole table (the console's per-label number),
-    in the row of the defect type of that name; its ``all`` is the mean over labels.
+    ``iou_label``, "IoU (own label)", compares the true mask with only the pixels the model
+    gave the image's own defect type (mean over the group's anomalous images; ``all``: over
+    every anomalous image). ``iou_console``, "IoU (per label)", is the per-label average IoU of
+    :func:`~lvkit.eval.per_label_iou` over the whole table (each label's true mask against the
+    same label's predicted mask, the console's per-label number), in the row of the defect
+    type of that name; its ``all`` is the mean over labels. The names are :data:`IOU_NAMES`.
 
     When the table holds raw anomaly maps (``run(..., raw=True)``), ``pixel_auroc``,
     ``aupro`` (up to ``fpr_limit``), and the maximum of the IoU-versus-threshold curve
@@ -228,6 +257,8 @@ def mask_report(
     """
     import pandas as pd
 
+    from lvkit.datasets import union_mask
+
     empty = check_choice("empty", empty, EMPTY)
     thresholds = check_positive_int("thresholds", thresholds)
     items = _collect(df, samples)
@@ -236,7 +267,7 @@ def mask_report(
     console = _quiet(per_label_iou, [it["truth"] for it in with_masks], [it["pred"] for it in with_masks],
                      labels=labels) if with_masks else {}
     for it in with_masks:  # IoU of the truth with the pixels of the image's own label
-        t_any = _union(it["truth"].values(), it["shape"])
+        t_any = union_mask(it["truth"], it["shape"])
         if it["kind"] != "normal" and t_any.any():
             it["own"] = iou_score(t_any, it["pred"].get(anomaly_name(it["kind"]), np.zeros(it["shape"], bool)))
     has_maps = any(it["map"] is not None for it in items)
@@ -245,14 +276,14 @@ def mask_report(
     for kind in [*kinds, "all"]:
         group = [it for it in items if kind == "all" or it["kind"] == kind]
         masked = [it for it in group if it["pred"] is not None]
-        stats = np.array([_pair_stats(_union(it["truth"].values(), it["shape"]), _union(it["pred"].values(), it["shape"]))
+        stats = np.array([pair_stats(union_mask(it["truth"], it["shape"]), union_mask(it["pred"], it["shape"]))
                           for it in masked], dtype=np.int64).reshape(-1, 4)
         both_empty = int(np.sum(stats[:, 1] == 0))
         row: dict[str, Any] = {"defect_type": kind,
                                "n_images": len(masked) - (both_empty if empty == "skip" else 0),
                                "n_both_empty": both_empty, **_mask_cells(stats, empty)}
         if ci:
-            bounds = _intervals(lambda s: {k: v for k, v in _mask_cells(s, empty).items() if k.startswith("iou")},
+            bounds = intervals(lambda s: {k: v for k, v in _mask_cells(s, empty).items() if k.startswith("iou")},
                                 stats, n_resamples=n_resamples, confidence_level=confidence_level,
                                 seed=seed) if len(stats) else {}
             for name in ("iou_any", "iou_micro"):
@@ -324,8 +355,10 @@ def mask_threshold_curve(df: pd.DataFrame, samples: Any, *, thresholds: int = 50
     """
     import pandas as pd
 
+    from lvkit.datasets import union_mask
+
     thresholds = check_positive_int("thresholds", thresholds)
-    pairs = [(_union(it["truth"].values(), it["shape"]), it["map"]) for it in _collect(df, samples)
+    pairs = [(union_mask(it["truth"], it["shape"]), it["map"]) for it in _collect(df, samples)
              if it["map"] is not None]
     if not pairs:
         raise ValueError("expected raw anomaly maps in the table (run(..., raw=True)), got none")

@@ -111,7 +111,9 @@ def heldout(client: Any, samples: Iterable[Any], *, project: str, version: str =
     """
     service = getattr(client, "service", None)
     if service is None or not hasattr(service, "version_splits"):
-        raise ValueError(f"client: expected lvkit.client() (it reads the version's splits), got {type(client).__name__}")
+        raise ValueError(
+            f"client: expected lvkit.client() (it reads the version's splits), got {type(client).__name__}"
+        )
     held = set(service.version_splits(project, version)["evaluation"])
     out = [s for s in getattr(samples, "samples", samples) if str(s.image_path) in held]
     if not out:
@@ -244,7 +246,11 @@ def run(
 
 
 def exposes_raw(obj: Any) -> bool:
-    return all(callable(getattr(obj, name, None)) for name in ("raw", "check_size", "result"))
+    """Whether ``obj`` is a :class:`lvkit.backends.RawBackend` (answers in three steps, keeping
+    the raw score and map)."""
+    from lvkit.backends import RawBackend
+
+    return isinstance(obj, RawBackend)
 
 
 def _raw_source(target: Any, project: str | None, version: str) -> Any:

@@ -21,7 +21,7 @@ from typing import overload
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.eval._checks import as_binary, as_probability
+from lvkit.eval.checks import as_binary, as_probability
 
 __all__ = ["anomaly_score", "confidence_from_score"]
 

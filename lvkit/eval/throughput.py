@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.eval._checks import check_positive_int
+from lvkit.eval.checks import check_positive_int
 from lvkit.eval.run import detect_one, exposes_raw
 from lvkit.shapes import SUFFIX_TYPES
 

@@ -32,7 +32,8 @@ def test_calibration_accumulator_matches_batch(rng, n_bins: int) -> None:
     other.update(conf[200:], correct[200:])
     acc.merge(other)
     for norm in ("l1", "max"):
-        assert acc.compute(norm=norm) == pytest.approx(calibration_error(conf, correct, n_bins=n_bins, norm=norm), abs=1e-12)
+        expected = calibration_error(conf, correct, n_bins=n_bins, norm=norm)
+        assert acc.compute(norm=norm) == pytest.approx(expected, abs=1e-12)
     for got, ref in zip(acc.curve(), reliability_curve(conf, correct, n_bins=n_bins)):
         np.testing.assert_allclose(got, ref, atol=1e-12)
     acc.reset()

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from lvkit.errors import UndefinedMetricWarning
 from lvkit.eval.bootstrap import bootstrap_ci
@@ -70,3 +73,89 @@ def test_argument_errors() -> None:
         bootstrap_ci(np.mean, [1.0], confidence_level=95)
     with pytest.raises(ValueError, match="n_resamples: expected an integer >= 1, got 0"):
         bootstrap_ci(np.mean, [1.0], n_resamples=0)
+    with pytest.raises(ValueError, match=r"method: expected one of \['percentile', 'bca'\], got 'BCa'"):
+        bootstrap_ci(np.mean, [1.0], method="BCa")
+
+
+def test_bca_matches_scipy() -> None:
+    # a skewed mean: BCa moves both bounds up from the percentile ones, as scipy's BCa does
+    x = np.random.default_rng(3).exponential(1.0, 40)
+    ref = stats.bootstrap((x,), np.mean, method="BCa", n_resamples=5000, random_state=0).confidence_interval
+    _, low, high = bootstrap_ci(np.mean, x, n_resamples=5000, method="bca")
+    _, p_low, p_high = bootstrap_ci(np.mean, x, n_resamples=5000)
+    assert (low, high) == pytest.approx((ref.low, ref.high), abs=0.012)  # Monte Carlo noise of 5000 draws
+    assert abs(low - ref.low) < abs(p_low - ref.low) and abs(high - ref.high) < abs(p_high - ref.high)
+
+
+def test_bca_of_a_constant_metric_and_nan_estimate() -> None:
+    assert bootstrap_ci(lambda v: 1.0, [1, 2, 3], n_resamples=20, method="bca") == (1.0, 1.0, 1.0)
+    calls = iter(range(10**6))
+
+    def nan_on_the_data(v: np.ndarray) -> float:
+        return float("nan") if next(calls) == 0 else float(np.mean(v))
+
+    with pytest.warns(UndefinedMetricWarning, match="for BCa, on the data"):
+        estimate, low, high = bootstrap_ci(nan_on_the_data, [1.0, 2.0, 3.0], n_resamples=20, method="bca")
+    assert np.isnan(estimate) and np.isnan(low) and np.isnan(high)
+
+
+def _fast_auroc(y: np.ndarray, s: np.ndarray) -> float:
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = np.argsort(np.argsort(s)) + 1  # continuous scores: no ties
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def test_coverage_with_six_anomalous_images() -> None:
+    """Measured coverage of nominal 95% AUROC intervals, 6 anomalous and 30 normal images.
+
+    Scores N(0, 1) for normal and N(1.5, 1) for anomalous images: true AUROC Phi(1.5 / sqrt 2).
+    100 simulated data sets (a few seconds). The percentile interval under-covers (0.90 here,
+    0.88 over 300 sets), BCa is near the nominal level (0.96 here, 0.94 over 300 sets).
+    """
+    truth = NormalDist().cdf(1.5 / np.sqrt(2.0))
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(6, bool), np.zeros(30, bool)]
+    hits = {"percentile": 0, "bca": 0}
+    for k in range(100):
+        s = rng.normal(0.0, 1.0, y.size) + 1.5 * y
+        for method in hits:
+            _, low, high = bootstrap_ci(_fast_auroc, y, s, n_resamples=300, seed=k, method=method)
+            hits[method] += low <= truth <= high
+    assert hits["percentile"] <= 91 and hits["bca"] >= 93 and hits["bca"] - hits["percentile"] >= 4
+
+
+def test_reports_warn_when_a_class_has_few_rows(rng: np.random.Generator) -> None:
+    import pandas as pd
+
+    from lvkit.eval import CoverageWarning, calibration_report, image_metrics, operating_points
+
+    def table(n_pos: int, n_neg: int) -> pd.DataFrame:
+        y = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+        s = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
+        return pd.DataFrame({"label": y.astype(int), "is_anomalous": s >= 0.5, "anomaly_score": s, "error": None})
+
+    few, enough = table(6, 30), table(10, 30)
+    for report in (image_metrics, calibration_report, operating_points):
+        with pytest.warns(CoverageWarning, match="6 anomalous and 30 normal rows"):
+            report(few, n_resamples=20)
+        with pytest.warns(CoverageWarning, match="BCa helps"):
+            report(few, n_resamples=20, ci_method="bca")
+        report(few, ci=False)  # no interval, no warning (filterwarnings=error)
+        report(enough, n_resamples=20)
+    with pytest.raises(ValueError, match=r"ci_method: expected one of \['percentile', 'bca'\], got 'basic'"):
+        image_metrics(few, ci_method="basic")
+
+
+def test_report_bca_bounds_are_bootstrap_ci_bca(scored) -> None:
+    import pandas as pd
+
+    from lvkit.eval import image_metrics
+
+    y, s = scored
+    df = pd.DataFrame({"label": y.astype(int), "is_anomalous": s >= 0.5, "anomaly_score": s, "error": None})
+    m = image_metrics(df, n_resamples=200, ci_method="bca", seed=4)
+    _, low, high = bootstrap_ci(image_auroc, y, s, n_resamples=200, seed=4, method="bca")
+    assert (m["auroc_low"], m["auroc_high"]) == pytest.approx((low, high), abs=1e-12)

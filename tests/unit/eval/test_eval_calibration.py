@@ -42,12 +42,42 @@ def test_calibration_error_hand_computed_five() -> None:
     )
 
 
+def torchmetrics_ece(conf, correct, n_bins: int, norm: str = "l1") -> float:
+    metric = BinaryCalibrationError(n_bins=n_bins, norm=norm)
+    return float(metric(torch.tensor(np.asarray(conf), dtype=torch.float64),
+                        torch.tensor(np.asarray(correct), dtype=torch.long)))
+
+
+@pytest.mark.parametrize("n_bins", [2, 5, 10, 15])
+@pytest.mark.parametrize("norm", ["l1", "max"])
+def test_confidences_on_bin_edges_match_torchmetrics(rng: np.random.Generator, n_bins: int, norm: str) -> None:
+    # 0.0, 0.1, 0.5 and 1.0 exactly, and every edge b / n_bins that torch's float64 linspace
+    # also computes exactly (it rounds a few, e.g. 0.30000000000000004 for 10 bins)
+    exact = [b / n_bins for b in range(n_bins + 1)
+             if torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)[b].item() == b / n_bins]
+    conf = np.r_[np.repeat([0.0, 0.1, 0.5, 1.0], 3), np.repeat(exact, 2), rng.random(40)]
+    correct = rng.random(conf.size) < 0.6
+    assert calibration_error(conf, correct, n_bins=n_bins, norm=norm) == pytest.approx(
+        torchmetrics_ece(conf, correct, n_bins, norm), abs=1e-12)
+
+
+def test_edge_convention_is_closed_on_the_left_with_one_on_its_own() -> None:
+    # [0.1, 0.2) holds 0.1; [0.5, 0.6) holds 0.5; 1.0 has its own bin, apart from 0.95
+    acc, conf, counts = reliability_curve([0.1, 0.15, 0.5, 0.95, 1.0, 1.0], [1, 0, 1, 0, 1, 1])
+    assert counts.tolist() == [2, 1, 1, 2] and conf.tolist() == pytest.approx([0.125, 0.5, 0.95, 1.0])
+    assert acc.tolist() == [0.5, 1.0, 0.0, 1.0]
+    # sklearn closes uniform bins on the right: 0.1 and 0.5 go one bin lower, 1.0 joins 0.95
+    ref_true, _ = calibration_curve([1, 0, 1, 0, 1, 1], [0.1, 0.15, 0.5, 0.95, 1.0, 1.0], n_bins=10)
+    assert ref_true.size == 4 and ref_true.tolist() != acc.tolist()
+
+
 @pytest.mark.parametrize("strategy", ["uniform", "quantile"])
 @pytest.mark.parametrize("n_bins", [3, 10])
 def test_reliability_curve_matches_sklearn(verdicts, strategy: str, n_bins: int) -> None:
     conf, correct = verdicts
-    conf = np.r_[conf, 0.5, 0.6, 0.7, 1.0]  # values on uniform bin edges
-    correct = np.r_[correct, True, False, True, True]
+    if strategy == "quantile":  # quantile bins follow sklearn on edges too
+        conf = np.r_[conf, 0.5, 0.6, 0.7, 1.0]
+        correct = np.r_[correct, True, False, True, True]
     ref_true, ref_pred = calibration_curve(correct, conf, n_bins=n_bins, strategy=strategy)
     prob_true, prob_pred, counts = reliability_curve(conf, correct, n_bins=n_bins, strategy=strategy)
     np.testing.assert_allclose(prob_true, ref_true, atol=1e-6)
@@ -60,9 +90,11 @@ def test_reliability_curve_matches_sklearn(verdicts, strategy: str, n_bins: int)
 
 def test_reliability_curve_counts_naive_loop(verdicts) -> None:
     conf, correct = verdicts
+    conf = np.r_[conf, 0.5, 0.6, 0.7, 1.0, 1.0]
+    correct = np.r_[correct, True, False, True, True, False]
     _, _, counts = reliability_curve(conf, correct, n_bins=10)
-    edges = np.linspace(0, 1, 11)
-    naive = [np.sum((conf > lo) & (conf <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    edges = [b / 10 for b in range(11)]
+    naive = [np.sum((conf >= lo) & (conf < hi)) for lo, hi in zip(edges[:-1], edges[1:])] + [np.sum(conf == 1.0)]
     np.testing.assert_array_equal(counts, [c for c in naive if c > 0])
 
 

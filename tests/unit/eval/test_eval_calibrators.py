@@ -7,6 +7,7 @@ import pytest
 from sklearn.calibration import _sigmoid_calibration
 from sklearn.isotonic import IsotonicRegression
 
+from lvkit.eval import CalibrationFitWarning
 from lvkit.eval.calibration import (
     CALIBRATORS,
     BetaCalibrator,
@@ -146,3 +147,27 @@ def test_fit_calibrator_unknown_kind_lists_valid_kinds() -> None:
 def test_calibrator_from_dict_rejects_bad_dicts(d, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         calibrator_from_dict(d)
+
+
+def test_temperature_at_its_lower_bound_warns_of_hard_outputs() -> None:
+    # separable scores: the likelihood keeps growing as the temperature falls, down to the bound
+    scores = np.r_[np.linspace(0.05, 0.45, 10), np.linspace(0.55, 0.95, 10)]
+    y = scores > 0.5
+    with pytest.warns(CalibrationFitWarning, match=r"search bound, temperature=0.01: outputs are hard 0/1"):
+        cal = fit_calibrator("temperature", scores, y)
+    assert cal.temperature == pytest.approx(0.01, rel=1e-3)
+    p = cal.predict(scores)
+    assert set(p.round(6).tolist()) == {0.0, 1.0}  # the hard outputs the warning is about
+
+
+def test_temperature_at_its_upper_bound_warns() -> None:
+    # scores that say the opposite of the labels: the best temperature is as high as allowed
+    scores = np.r_[np.linspace(0.55, 0.95, 10), np.linspace(0.05, 0.45, 10)]
+    y = np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    with pytest.warns(CalibrationFitWarning, match=r"temperature=100: outputs are all about 0.5"):
+        TemperatureCalibrator().fit(scores, y)
+
+
+def test_temperature_inside_its_bounds_does_not_warn(overconfident) -> None:
+    s, y = overconfident["cal"]
+    TemperatureCalibrator().fit(s, y)  # filterwarnings=error: any warning fails here

@@ -84,8 +84,12 @@ def test_iou_and_dice_match_the_array_functions(brick, made, empty: str) -> None
         assert table.loc[kind, "n_images"] == len(idx) - (both_empty if empty == "skip" else 0)
         with warnings.catch_warnings():  # the 'normal' group is undefined under skip/nan: nan cells
             warnings.simplefilter("ignore", UndefinedMetricWarning)
-            ref = {"iou_micro": mean_iou(ts, ps, empty=empty), "iou_any": mean_iou(ts, ps, average="macro", empty=empty),
-                   "dice_micro": mean_dice(ts, ps, empty=empty), "dice_any": mean_dice(ts, ps, average="macro", empty=empty)}
+            ref = {
+                "iou_micro": mean_iou(ts, ps, empty=empty),
+                "iou_any": mean_iou(ts, ps, average="macro", empty=empty),
+                "dice_micro": mean_dice(ts, ps, empty=empty),
+                "dice_any": mean_dice(ts, ps, average="macro", empty=empty),
+            }
         for col, value in ref.items():
             np.testing.assert_allclose(table.loc[kind, col], value, atol=1e-12, err_msg=f"{kind} {col}")
     # normal images: skipped unless the model marked pixels (one did: IoU 0)
@@ -148,7 +152,10 @@ def test_all_empty_warns_once_and_errors_are_left_out(brick, made) -> None:
     assert mask_report(normal, brick, empty="one", ci=False).loc["all", "iou_micro"] == 1.0
     broken = df.copy()
     broken.loc[0, "error"] = "InternalServerException: x"
-    assert mask_report(broken, brick, ci=False).loc["all", "n_both_empty"] == mask_report(df, brick, ci=False).loc["all", "n_both_empty"] - 1
+    assert (
+        mask_report(broken, brick, ci=False).loc["all", "n_both_empty"]
+        == mask_report(df, brick, ci=False).loc["all", "n_both_empty"] - 1
+    )
     with pytest.raises(ValueError, match="among the samples"):
         mask_report(df.assign(path="elsewhere.png"), brick)
 
@@ -157,3 +164,29 @@ def test_end_to_end_from_run(brick, raw_fake) -> None:
     table = mask_report(run(raw_fake, brick, raw=True, progress=False), brick, n_resamples=20)
     assert {"iou_micro", "aupro", "pixel_auroc", "best_iou"} <= set(table.columns)
     assert 0.0 <= table.loc["all", "pixel_auroc"] <= 1.0
+
+
+@pytest.mark.parametrize("with_maps", [True, False])
+def test_a_defect_image_answered_without_a_mask_scores_zero(brick, made, with_maps: bool) -> None:
+    df, truths, preds, _ = made
+    df = df if with_maps else df.drop(columns="anomaly_map")
+    hole = next(i for i, s in enumerate(brick.samples) if s.defect_type == "hole")
+    normal = next(i for i, s in enumerate(brick.samples) if not s.defect_type and i != 1)
+    answered = df.copy()
+    answered.loc[[hole, normal], "anomaly_mask"] = None  # e.g. the service sent no AnomalyMask
+    answered.loc[[hole, normal], "anomalies"] = None
+    table = mask_report(answered, brick, ci=False)
+    preds = [{} if i in (hole, normal) else p for i, p in enumerate(preds)]
+    holes = [i for i, s in enumerate(brick.samples) if s.defect_type == "hole"]
+    ious = [iou_score(union(truths[i]), union(preds[i])) for i in holes]
+    assert 0.0 in ious and table.loc["hole", "iou_any"] == pytest.approx(np.mean(ious))
+    assert table.loc["hole", "n_images"] == len(holes)  # scored, not skipped
+    assert table.loc["hole", "iou_label"] == pytest.approx(
+        np.mean([iou_score(union(truths[i]), preds[i].get("hole", np.zeros((64, 64), bool))) for i in holes]))
+    # the normal image without a mask is a pair of empty masks, as with an empty AnomalyMask: not skipped
+    assert table.loc["normal", "n_both_empty"] == mask_report(df, brick, ci=False).loc["normal", "n_both_empty"]
+    # a table without any AnomalyMask (a classification model) has no mask to score
+    none = df.assign(anomaly_mask=None, anomalies=None)
+    if not with_maps:
+        empty_table = mask_report(none, brick, ci=False)
+        assert empty_table.loc["all", "n_images"] == 0 and np.isnan(empty_table.loc["all", "iou_any"])

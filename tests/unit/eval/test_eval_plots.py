@@ -44,3 +44,47 @@ def test_matplotlib_is_imported_only_when_drawing() -> None:
             "p.iou_threshold_plot([0, 1], [0.5, 0.2]); print(before, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def _bar_heights(ax) -> list[float]:
+    return [p.get_height() for p in ax.patches if p.get_height() > 0]
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "quantile"])
+def test_reliability_histogram_has_the_curve_bins(rng: np.random.Generator, strategy: str) -> None:
+    from lvkit.eval import reliability_curve
+
+    # confidences on edges (0.1, 0.5, 1.0 exactly) and in between
+    conf = np.r_[0.1, 0.1, 0.15, 0.5, 0.5, 0.95, 1.0, 1.0, 1.0, rng.uniform(0.5, 1.0, 20)]
+    correct = rng.random(conf.size) < conf
+    acc, mean_conf, counts = reliability_curve(conf, correct, n_bins=10, strategy=strategy)
+    fig = plots.reliability_diagram(acc, mean_conf, counts, confidence=conf, n_bins=10, strategy=strategy)
+    assert _bar_heights(fig.axes[1]) == counts.tolist()
+
+
+def test_reliability_histogram_refuses_other_bins() -> None:
+    conf = [0.1, 0.1, 0.55, 1.0]
+    with pytest.raises(ValueError, match="expected counts of these confidences' bins"):
+        plots.reliability_diagram([1.0, 1.0, 1.0], [0.1, 0.55, 1.0], [1, 2, 1], confidence=conf)
+    with pytest.raises(ValueError, match="strategy: expected one of"):
+        plots.reliability_diagram([1.0], [0.5], [1], strategy="kmeans")
+
+
+def test_mask_sheet_has_a_colour_legend_and_explains_an_empty_prediction() -> None:
+    img = np.zeros((64, 64, 3), np.uint8)
+    truth = np.zeros((64, 64), bool)
+    truth[8:16, 8:16] = True
+    pred = np.zeros((64, 64, 3), np.uint8)
+    pred[8:20, 8:20] = (0x1F, 0x77, 0xB4)
+    fig = plots.mask_sheet([img, img], [truth, truth], [pred, np.zeros_like(pred)], ["hole", "anomalous (0.79)"],
+                           labels={"hole": "#1F77B4", "scratch": "#FF7F0E"})
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["true mask (outline)", "predicted: hole",
+                                                          "predicted: scratch"]
+    assert legend.get_patches()[0].get_facecolor()[:3] == pytest.approx((0x1F / 255, 0x77 / 255, 0xB4 / 255))
+    assert fig.axes[5].get_title() == plots.EMPTY_PREDICTION
+    assert "no pixel above the pixel threshold" in plots.EMPTY_PREDICTION
+    assert fig.axes[2].get_title() == "predicted mask (truth outlined)"
+    # without names, the legend lists the colours found in the predictions
+    fig = plots.mask_sheet([img], [truth], [pred], ["hole"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["true mask (outline)", "predicted (#1F77B4)"]

@@ -55,3 +55,32 @@ def test_import_leaves_torch_and_matplotlib_out() -> None:
     code = "import sys, lvkit.eval; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_uses_a_siblings_private_name() -> None:
+    """Shared helpers live in ``checks``/``base`` under public names: no ``from lvkit.eval.x import _y``
+    and no ``module._y`` on an imported ``lvkit.eval`` module (a module's own ``_private`` names are fine)."""
+    offences = []
+    for path in sorted(EVAL_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lvkit.eval"):
+                for alias in node.names:
+                    if node.module == "lvkit.eval" and not alias.name.startswith("_"):
+                        aliases.add(alias.asname or alias.name)  # a submodule imported as a name
+                    elif alias.name.startswith("_"):
+                        offences.append(f"{path.name}: from {node.module} import {alias.name}")
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("lvkit.eval.") and alias.asname:
+                        aliases.add(alias.asname)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_")):
+                offences.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert not offences, offences
+
+
+def test_warnings_are_exported() -> None:
+    assert issubclass(ev.CoverageWarning, UserWarning) and issubclass(ev.CalibrationFitWarning, UserWarning)

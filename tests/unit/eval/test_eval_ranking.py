@@ -156,3 +156,37 @@ def test_operating_point_errors_and_undefined() -> None:
     with pytest.warns(UndefinedMetricWarning, match="one class"):
         out = operating_point([1, 1], [0.1, 0.9], target_recall=0.5)
     assert all(np.isnan(v) for v in out.values())
+
+
+@pytest.mark.parametrize("zero_division", [0.0, 1.0, np.nan])
+@pytest.mark.parametrize(("y_true", "y_pred"), [
+    ([1, 1, 0, 0], [0, 0, 0, 0]),  # nothing predicted: precision 0/0
+    ([0, 0, 0, 0], [1, 0, 1, 0]),  # no anomalous image: recall 0/0
+    ([0, 0, 0], [0, 0, 0]),  # precision, recall and F1 0/0
+    ([1, 1, 0, 0], [1, 0, 1, 0]),  # everything defined
+])
+def test_zero_division_matches_sklearn(y_true, y_pred, zero_division: float) -> None:
+    ref = skm.precision_recall_fscore_support(y_true, y_pred, average="binary", zero_division=zero_division)[:3]
+    got = precision_recall_f1(y_true, y_pred, zero_division=zero_division)  # no warning: filterwarnings=error
+    np.testing.assert_array_equal([got["precision"], got["recall"], got["f1"]], ref)
+    scores = np.asarray(y_pred, dtype=float)
+    t = threshold_metrics(y_true, scores, threshold=0.5, zero_division=zero_division)
+    np.testing.assert_array_equal([t["precision"], t["recall"], t["f1"]], ref)
+
+
+def test_zero_division_default_keeps_nan_with_warning() -> None:
+    with pytest.warns(UndefinedMetricWarning, match="precision undefined"):
+        assert np.isnan(precision_recall_f1([1, 0], [0, 0])["precision"])
+    with pytest.warns(UndefinedMetricWarning, match="precision undefined"):
+        assert np.isnan(precision_recall_f1([1, 0], [0, 0], zero_division="warn")["precision"])
+    for bad in ("nan", -0.5, 2, None):
+        with pytest.raises(ValueError, match="zero_division: expected"):
+            precision_recall_f1([1, 0], [0, 0], zero_division=bad)
+
+
+def test_confusion_accumulator_zero_division() -> None:
+    from lvkit.eval import ConfusionAccumulator
+
+    acc = ConfusionAccumulator()
+    acc.update([1, 0], [0, 0])
+    assert acc.compute(zero_division=0.0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}

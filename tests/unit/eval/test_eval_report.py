@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryCalibrationError
 
 from lvkit.errors import UndefinedMetricWarning
 from lvkit.eval import (
+    CoverageWarning,
     anomaly_score,
     bootstrap_ci,
     calibration_error,
@@ -35,7 +36,9 @@ def table(y: np.ndarray, score: np.ndarray, pred: np.ndarray | None = None, *, e
         "anomaly_score": score, "confidence": np.where(pred, score, 1 - score), "error": None,
     })
     if errors:  # error rows carry no result and must be left out
-        bad = pd.DataFrame({"path": [f"e{i}.png" for i in range(errors)], "label": 1, "error": "ValidationException: x"})
+        bad = pd.DataFrame(
+            {"path": [f"e{i}.png" for i in range(errors)], "label": 1, "error": "ValidationException: x"}
+        )
         df = pd.concat([df, bad], ignore_index=True)
     return df
 
@@ -80,9 +83,10 @@ def test_image_metrics_threshold_and_intervals(run_table, scored) -> None:
 
 def test_image_metrics_undefined_warns_once() -> None:
     df = table(np.zeros(6, bool), np.linspace(0.1, 0.9, 6))
-    with pytest.warns(UndefinedMetricWarning, match="auroc, average_precision") as record:
+    with pytest.warns(UserWarning) as record:
         m = image_metrics(df)
-    assert len(record) == 1
+    assert [w.category for w in record] == [UndefinedMetricWarning, CoverageWarning]  # 0 anomalous rows
+    assert "auroc, average_precision" in str(record[0].message)
     assert np.isnan(m["auroc"]) and np.isnan(m["auroc_low"]) and np.isnan(m["recall"]) and m["fpr"] == 0.5
     with pytest.raises(ValueError, match="n_resamples"):
         image_metrics(df, n_resamples=0)
@@ -98,7 +102,8 @@ def test_operating_points_match_the_array_functions(run_table, scored) -> None:
             assert t.loc[name, key] == pytest.approx(ref[key], abs=1e-12)
     assert t.loc["fpr<=0.1", "fpr"] <= 0.1 and t.loc["recall>=0.9", "recall"] >= 0.9
     # the served verdict here is score >= 0.5
-    assert t.loc["served", ["precision", "recall", "tp", "fp"]].tolist() == t.loc["score>=0.5", ["precision", "recall", "tp", "fp"]].tolist()
+    cols = ["precision", "recall", "tp", "fp"]
+    assert t.loc["served", cols].tolist() == t.loc["score>=0.5", cols].tolist()
     assert (t["recall_low"] <= t["recall"]).all() and (t["recall"] <= t["recall_high"]).all()
 
 
@@ -120,12 +125,21 @@ def test_calibration_report_matches_references(run_table, scored, strategy: str)
     metric = BinaryCalibrationError(n_bins=8, norm="l1")
     ref = float(metric(torch.tensor(conf, dtype=torch.float64), torch.tensor(correct, dtype=torch.long)))
     assert r["ece_uniform"] == pytest.approx(ref, abs=1e-6)
-    assert r["ece_quantile"] == pytest.approx(calibration_error(conf, correct, n_bins=8, strategy="quantile"), abs=1e-12)
-    assert r["mce"] == pytest.approx(calibration_error(conf, correct, n_bins=8, strategy=strategy, norm="max"), abs=1e-12)
+    assert r["ece_quantile"] == pytest.approx(
+        calibration_error(conf, correct, n_bins=8, strategy="quantile"), abs=1e-12
+    )
+    assert r["mce"] == pytest.approx(
+        calibration_error(conf, correct, n_bins=8, strategy=strategy, norm="max"), abs=1e-12
+    )
     assert r["brier"] == pytest.approx(skm.brier_score_loss(y, s), abs=1e-12)
     assert r["nll"] == pytest.approx(skm.log_loss(y, s), abs=1e-9)
     assert r["accuracy"] == pytest.approx(correct.mean()) and r["mean_confidence"] == pytest.approx(conf.mean())
-    ref_true, ref_pred = calibration_curve(correct, conf, n_bins=8, strategy=strategy)
+    if strategy == "quantile":
+        ref_true, ref_pred = calibration_curve(correct, conf, n_bins=8, strategy=strategy)
+    else:  # confidences rounded to 2 decimals sit on edges k/8, where sklearn closes bins on the right
+        ids = np.minimum(np.floor(conf * 8).astype(int), 8)  # [k/8, (k+1)/8), confidence 1 alone
+        ref_true = np.array([correct[ids == b].mean() for b in np.unique(ids)])
+        ref_pred = np.array([conf[ids == b].mean() for b in np.unique(ids)])
     np.testing.assert_allclose(r["reliability"]["accuracy"], ref_true, atol=1e-9)
     np.testing.assert_allclose(r["reliability"]["confidence"], ref_pred, atol=1e-9)
     assert r["reliability"]["count"].sum() == 200
@@ -171,13 +185,19 @@ def test_recalibration_report_fits_on_cal_and_scores_on_test(rng) -> None:
     yt, st = test["label"].to_numpy(bool), test["anomaly_score"].to_numpy(float)
     pred = test["is_anomalous"].to_numpy(bool)
     assert t.loc["uncalibrated", "brier"] == pytest.approx(skm.brier_score_loss(yt, st), abs=1e-12)
+    assert t.loc["uncalibrated", "recall"] == pytest.approx(skm.recall_score(yt, pred), abs=1e-12)
     for kind in ("platt", "isotonic", "temperature", "beta"):
         fitted = fit_calibrator(kind, cal["anomaly_score"], cal["label"])
         assert t.loc[kind, "calibration"] == fitted.to_dict()
         p = fitted.predict(st)
         assert t.loc[kind, "brier"] == pytest.approx(skm.brier_score_loss(yt, p), abs=1e-12)
-        conf = confidence_from_score(pred, p)
-        assert t.loc[kind, "ece_uniform"] == pytest.approx(calibration_error(conf, pred == yt), abs=1e-12)
+        served = p > 0.5  # attached, the recalibrated P(anomaly) decides (issue 12, item 3)
+        conf = confidence_from_score(served, p)
+        assert (conf >= 0.5).all()
+        assert t.loc[kind, "ece_uniform"] == pytest.approx(calibration_error(conf, served == yt), abs=1e-12)
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(yt, served, average="binary", zero_division=0)
+        assert (t.loc[kind, "precision"], t.loc[kind, "recall"], t.loc[kind, "f1"]) == pytest.approx(
+            (precision, recall, f1), abs=1e-12)
         if kind != "isotonic":  # the parametric maps contain the truth here
             for metric in ("brier", "nll", "ece_uniform"):
                 assert t.loc[kind, metric] < t.loc["uncalibrated", metric], (kind, metric)
@@ -198,3 +218,21 @@ def test_anomaly_score_is_derived_when_missing() -> None:
     assert anomaly_score(False, 0.8) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="'confidence' or 'anomaly_score'"):
         image_metrics(df.drop(columns=["confidence"]))
+
+
+def test_calibration_report_shows_a_shifted_p_anomaly() -> None:
+    # P(anomaly) served 0.1 too high for every image: the top-label ECE hides most of it
+    rng = np.random.default_rng(0)
+    q = rng.uniform(0.0, 0.9, 5000)
+    y = rng.random(5000) < q
+    s = q + 0.1
+    r = calibration_report(table(y, s), ci=False)
+    metric = BinaryCalibrationError(n_bins=10, norm="l1")
+    ref = float(metric(torch.tensor(s, dtype=torch.float64), torch.tensor(y, dtype=torch.long)))
+    assert r["ece_p_anomaly"] == pytest.approx(ref, abs=1e-12)
+    assert r["ece_p_anomaly"] == pytest.approx(0.1, abs=0.01) and r["ece_uniform"] < 0.03
+    keys = [k for k in r if k != "reliability"]
+    assert keys[keys.index("ece_quantile") + 1] == "ece_p_anomaly"  # beside the top-label ECEs, old keys kept
+    assert {"accuracy", "mean_confidence", "ece_uniform", "ece_quantile", "mce", "brier", "nll"} <= set(keys)
+    cal, test = split_for_calibration(table(y, s), seed=0)
+    assert "ece_p_anomaly_low" in recalibration_report(cal, test, kinds=["platt"], n_resamples=20).columns

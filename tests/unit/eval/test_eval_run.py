@@ -19,7 +19,9 @@ def test_run_over_a_backend(brick) -> None:
     assert list(df.columns) == COLUMNS and len(df) == len(brick.samples)
     assert df["error"].isna().all() and (df["latency_s"] > 0).all()
     assert df["label"].tolist() == [s.label for s in brick.samples]
-    np.testing.assert_allclose(df["anomaly_score"], anomaly_score(df["is_anomalous"].to_numpy(), df["confidence"].to_numpy()))
+    np.testing.assert_allclose(
+        df["anomaly_score"], anomaly_score(df["is_anomalous"].to_numpy(), df["confidence"].to_numpy())
+    )
     row = df.iloc[0]
     assert isinstance(row["anomaly_mask"], bytes) and row["anomaly_mask"].startswith(b"\x89PNG")
     assert row["anomalous_area"] == pytest.approx(sum(row["areas"].values()))

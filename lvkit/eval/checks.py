@@ -1,9 +1,16 @@
-"""Argument checks and the undefined-metric warning shared by the ``lvkit.eval`` modules.
+"""Argument checks and the warnings shared by the ``lvkit.eval`` modules.
 
 Every check raises a plain ``ValueError`` whose message reads "expected X, got Y" and quotes
 the offending value. Undefined metrics call :func:`warn_undefined` and return ``nan``.
 
-This module imports only numpy and :mod:`lvkit.errors`.
+Two warnings belong to the evaluation alone, so they are defined here (and re-exported by
+``lvkit.eval``) rather than in :mod:`lvkit.errors`, which has no class for them:
+:class:`CalibrationFitWarning` (a recalibrator's fit is degenerate) and
+:class:`CoverageWarning` (a bootstrap interval is likely to cover less than its level).
+
+Together with ``lvkit.eval.base`` this is the one home of what the ``lvkit.eval`` modules
+share: a module imports its siblings' public names only, never their ``_private`` ones. This
+module imports only numpy and :mod:`lvkit.errors`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,34 @@ import numpy.typing as npt
 from lvkit.errors import UndefinedMetricWarning
 
 NAN = float("nan")
+STRATEGIES = ("uniform", "quantile")  # calibration bins
+NORMS = ("l1", "max")  # calibration error
+EMPTY = ("nan", "one", "skip")  # mask policy when both masks are empty
+AVERAGES = ("micro", "macro")  # mask aggregation
+METHODS = ("percentile", "bca")  # bootstrap intervals
+
+
+class CalibrationFitWarning(UserWarning):
+    """A recalibrator's fit is degenerate, e.g. a temperature at its search bound.
+
+    Examples
+    --------
+    >>> issubclass(CalibrationFitWarning, UserWarning)
+    True
+    """
+
+
+class CoverageWarning(UserWarning):
+    """A bootstrap interval is likely to cover the true value less often than its level says.
+
+    Raised by the report functions when a class (anomalous or normal) has few rows; see
+    :func:`lvkit.eval.bootstrap_ci` for the measured coverage and the BCa alternative.
+
+    Examples
+    --------
+    >>> issubclass(CoverageWarning, UserWarning)
+    True
+    """
 
 
 def warn_undefined(message: str, *, stacklevel: int = 3) -> None:
@@ -145,3 +180,50 @@ def check_in_range(name: str, value: object, interval: str) -> float:
     if not (ok_lo and ok_hi):
         raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
     return number
+
+
+def check_zero_division(value: object) -> float | str:
+    """Return ``value`` if it is ``"warn"``, ``nan`` or a number in [0, 1], else raise ``ValueError``."""
+    if isinstance(value, str):
+        if value != "warn":
+            raise ValueError(f"zero_division: expected 'warn', nan or a number in [0, 1], got {value!r}")
+        return value
+    if isinstance(value, (float, np.floating)) and np.isnan(value):
+        return float(value)
+    return check_in_range("zero_division", value, "[0, 1]")
+
+
+def check_confidence(
+    confidence: npt.ArrayLike, correct: npt.ArrayLike, n_bins: object, strategy: object
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], int, str]:
+    """Check the arguments of a top-label calibration metric."""
+    conf = as_probability("confidence", confidence)
+    corr = as_binary("correct", correct)
+    same_length(confidence=conf, correct=corr)
+    return conf, corr, check_positive_int("n_bins", n_bins), check_choice("strategy", strategy, STRATEGIES)
+
+
+def check_verdicts(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Check binary labels and binary verdicts of the same length."""
+    yt = as_binary("y_true", y_true)
+    yp = as_binary("y_pred", y_pred)
+    same_length(y_true=yt, y_pred=yp)
+    return yt, yp
+
+
+def check_mask_pair(
+    mask_true: npt.ArrayLike, mask_pred: npt.ArrayLike, where: str = ""
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Check a true and a predicted (H, W) mask of the same shape; return them as bool arrays."""
+    t = as_binary(f"mask_true{where}", mask_true, ndim=2)
+    p = as_binary(f"mask_pred{where}", mask_pred, ndim=2)
+    if t.shape != p.shape:
+        raise ValueError(
+            f"expected mask_true{where} and mask_pred{where} of the same shape, got {t.shape} and {p.shape}"
+        )
+    return t, p
+
+
+def check_mask_options(average: object, empty: object) -> tuple[str, str]:
+    """Check the ``average`` and ``empty`` options of a mask metric."""
+    return check_choice("average", average, AVERAGES), check_choice("empty", empty, EMPTY)
