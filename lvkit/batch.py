@@ -61,7 +61,7 @@ from lvkit.errors import (
     ResourceNotFoundException,
     redact_paths,
 )
-from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult
+from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult, ModelStatus
 
 if TYPE_CHECKING:
     import numpy as np
@@ -244,7 +244,7 @@ def _wait_hosted(lv: Any, project: str, version: str, *, timeout: float, poll: f
     deadline = clock() + timeout
     while True:
         d = _describe(lv, project, version)
-        if d["Status"] != "STARTING_HOSTING" or clock() > deadline:
+        if d["Status"] != ModelStatus.STARTING_HOSTING or clock() > deadline:
             return d
         time.sleep(poll)
 
@@ -276,15 +276,16 @@ def hosted_version(lv: Any, project: str, version: str = "latest", *, start: boo
     """
     d = _describe(lv, project, version)
     number, started = str(d["ModelVersion"]), False
-    if d["Status"] != "HOSTED":
-        if not start or d["Status"] not in ("TRAINED", "HOSTING_FAILED", "STARTING_HOSTING"):
+    if d["Status"] != ModelStatus.HOSTED:
+        startable = (ModelStatus.TRAINED, ModelStatus.HOSTING_FAILED, ModelStatus.STARTING_HOSTING)
+        if not start or d["Status"] not in startable:
             raise ConflictException(f"model {project}/{number} is not hosted (status {d['Status']})",
                                     resource_id=d.get("ModelArn"), resource_type="MODEL")
-        if d["Status"] != "STARTING_HOSTING":
+        if d["Status"] != ModelStatus.STARTING_HOSTING:
             _call(lv, "start_model", ProjectName=project, ModelVersion=number, MinInferenceUnits=1)
             started = True
         d = _wait_hosted(lv, project, number, timeout=timeout, poll=poll)
-        if d["Status"] != "HOSTED":
+        if d["Status"] != ModelStatus.HOSTED:
             raise ConflictException(f"model {project}/{number} could not be hosted: status {d['Status']} "
                                     f"({d.get('StatusMessage', '')})", resource_id=d.get("ModelArn"),
                                     resource_type="MODEL")

@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lvkit.server_defaults import DEFAULT_HOST, DEFAULT_PORT
+
 if TYPE_CHECKING:
     import boto3
     import botocore.session
@@ -33,7 +35,7 @@ __all__ = ["DATA_PATH", "boto3_client", "register_boto3"]
 DATA_PATH = str(Path(__file__).resolve().parent / "data")
 
 #: where ``boto3_client`` points when neither ``endpoint_url`` nor the environment says
-DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+DEFAULT_ENDPOINT = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 def _add_to_loader(session: botocore.session.Session) -> None:

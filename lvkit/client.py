@@ -5,7 +5,8 @@ Method names, keyword arguments, return dicts and errors are those of
 ``botocore.exceptions.ClientError`` subclasses, reachable as ``client.exceptions.X``; a
 missing or unknown parameter raises botocore's ``ParamValidationError`` before anything
 runs, as boto3 does. Field constraints (lengths, patterns, ranges) answer
-ValidationException, as the service did.
+ValidationException, as the service did. The parameters each method takes and the
+``HTTPStatusCode`` it reports come from the service description (:mod:`lvkit.operations`).
 
 Differences from the remote service, by design: StartModel and StopModel return once the
 transition is complete (``wait=False`` gives the service's asynchronous behaviour); the
@@ -22,40 +23,27 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, ParamValidationError
 
-from lvkit.errors import API_ERRORS, LookoutVisionError, ValidationException
+from lvkit.errors import API_ERRORS, LookoutVisionError
+from lvkit.operations import operation as operation_of
+from lvkit.operations import paginated
 from lvkit.service import LookoutVisionService
+from lvkit.shapes import tags_from_wire, tags_to_wire
 
 if TYPE_CHECKING:
     import os
 
     from lvkit.store import Store
 
-__all__ = ["LookoutVisionClient", "client", "tags_from_wire"]
-
-#: operation -> (snake_case method, required params, optional params, HTTP status)
-_OPERATIONS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], int]] = {
-    "CreateProject": ("create_project", ("ProjectName",), ("ClientToken",), 200),
-    "DescribeProject": ("describe_project", ("ProjectName",), (), 200),
-    "ListProjects": ("list_projects", (), ("NextToken", "MaxResults"), 200),
-    "DeleteProject": ("delete_project", ("ProjectName",), ("ClientToken",), 200),
-    "DescribeModel": ("describe_model", ("ProjectName", "ModelVersion"), (), 200),
-    "ListModels": ("list_models", ("ProjectName",), ("NextToken", "MaxResults"), 200),
-    "StartModel": ("start_model", ("ProjectName", "ModelVersion", "MinInferenceUnits"),
-                   ("MaxInferenceUnits", "ClientToken"), 202),
-    "StopModel": ("stop_model", ("ProjectName", "ModelVersion"), ("ClientToken",), 202),
-    "DetectAnomalies": ("detect_anomalies", ("ProjectName", "ModelVersion", "Body", "ContentType"), (), 200),
-    "TagResource": ("tag_resource", ("ResourceArn", "Tags"), (), 200),
-    "ListTagsForResource": ("list_tags_for_resource", ("ResourceArn",), (), 200),
-    "UntagResource": ("untag_resource", ("ResourceArn", "TagKeys"), (), 200),
-}
+__all__ = ["LookoutVisionClient", "client"]
 
 
 def _check_params(operation: str, kwargs: dict[str, Any]) -> None:
-    _, required, optional, _ = _OPERATIONS[operation]
-    report = [f'Missing required parameter in input: "{p}"' for p in required if p not in kwargs]
+    """botocore's parameter check, against the operation's members in the service description."""
+    op = operation_of(operation)
+    report = [f'Missing required parameter in input: "{p}"' for p in op.required if p not in kwargs]
     report += [
-        f'Unknown parameter in input: "{p}", must be one of: {", ".join(required + optional)}'
-        for p in kwargs if p not in required + optional
+        f'Unknown parameter in input: "{p}", must be one of: {", ".join(op.members)}'
+        for p in kwargs if p not in op.members
     ]
     if report:
         raise ParamValidationError(report="\n".join(report))
@@ -77,13 +65,13 @@ class LookoutVisionClient:
         except LookoutVisionError as exc:
             raise exc.with_operation(operation) from exc.__cause__
         out["ResponseMetadata"] = {
-            "RequestId": str(uuid.uuid4()), "HTTPStatusCode": _OPERATIONS[operation][3],
+            "RequestId": str(uuid.uuid4()), "HTTPStatusCode": operation_of(operation).status,
             "HTTPHeaders": {}, "RetryAttempts": 0,
         }
         return out
 
     def can_paginate(self, operation_name: str) -> bool:
-        return operation_name in ("list_projects", "list_models")
+        return any(operation_of(name).method_name == operation_name for name in paginated())
 
     # -- projects ---------------------------------------------------------------------------
     def create_project(self, **kw: Any) -> dict[str, Any]:
@@ -123,11 +111,28 @@ class LookoutVisionClient:
     def start_model(self, **kw: Any) -> dict[str, Any]:
         return self._call("StartModel", kw, lambda: {"Status": self.service.start_model(
             kw["ProjectName"], kw["ModelVersion"], kw["MinInferenceUnits"],
-            max_inference_units=kw.get("MaxInferenceUnits"), client_token=kw.get("ClientToken"))})
+            max_inference_units=kw.get("MaxInferenceUnits"), client_token=kw.get("ClientToken")).value})
 
     def stop_model(self, **kw: Any) -> dict[str, Any]:
         return self._call("StopModel", kw, lambda: {"Status": self.service.stop_model(
-            kw["ProjectName"], kw["ModelVersion"], client_token=kw.get("ClientToken"))})
+            kw["ProjectName"], kw["ModelVersion"], client_token=kw.get("ClientToken")).value})
+
+    # -- lvkit extensions (not operations of the service) ---------------------------------------
+    def attach_calibration(self, *, ProjectName: str, ModelVersion: str,  # noqa: N803 - boto3's style
+                           Calibration: dict[str, Any] | None) -> dict[str, Any]:
+        """An lvkit extension: serve the version through a recalibrator (``lvkit.eval``
+        ``to_dict()``), or detach it with ``Calibration=None``; returns the new
+        ``ModelDescription`` (its Performance is the one at the resulting operating point).
+
+        Errors are the service's (``client.exceptions.ValidationException`` for a dict lvkit
+        cannot rebuild). See :meth:`lvkit.service.LookoutVisionService.attach_calibration`.
+        """
+        try:
+            self.service.attach_calibration(ProjectName, ModelVersion, Calibration)
+            described = self.service.describe_model(ProjectName, ModelVersion)
+        except LookoutVisionError as exc:
+            raise exc.with_operation("AttachCalibration") from exc.__cause__
+        return {"ModelDescription": described.to_wire()}
 
     def detect_anomalies(self, **kw: Any) -> dict[str, Any]:
         body = kw.get("Body")
@@ -145,8 +150,8 @@ class LookoutVisionClient:
         return self._call("TagResource", kw, run)
 
     def list_tags_for_resource(self, **kw: Any) -> dict[str, Any]:
-        return self._call("ListTagsForResource", kw, lambda: {"Tags": [
-            {"Key": k, "Value": v} for k, v in self.service.list_tags_for_resource(kw["ResourceArn"]).items()]})
+        return self._call("ListTagsForResource", kw, lambda: {
+            "Tags": tags_to_wire(self.service.list_tags_for_resource(kw["ResourceArn"]))})
 
     def untag_resource(self, **kw: Any) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -154,14 +159,6 @@ class LookoutVisionClient:
             return {}
 
         return self._call("UntagResource", kw, run)
-
-
-def tags_from_wire(tags: object) -> dict[str, str]:
-    """``[{"Key": k, "Value": v}, ...]`` -> ``{k: v}``; ValidationException when malformed."""
-    if not isinstance(tags, list) or not all(
-            isinstance(t, dict) and set(t) == {"Key", "Value"} for t in tags):
-        raise ValidationException('Tags must be a list of {"Key": ..., "Value": ...}')
-    return {t["Key"]: t["Value"] for t in tags}
 
 
 def client(

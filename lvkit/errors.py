@@ -29,7 +29,6 @@ This module imports nothing from lvkit.
 from __future__ import annotations
 
 import re
-
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError

@@ -11,9 +11,27 @@ Imports only ``lvkit.errors``.
 from __future__ import annotations
 
 import base64
+import enum
 import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from lvkit.errors import ValidationException
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10: what 3.11's enum.StrEnum does for lvkit's use
+    class StrEnum(str, enum.Enum):
+        """Members are their string values (``str()``, ``format()``, ``==``, JSON)."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+        def __format__(self, spec: str) -> str:
+            return str(self.value).__format__(spec)
+
 
 __all__ = [
     "Anomaly",
@@ -22,11 +40,14 @@ __all__ = [
     "DetectAnomalyResult",
     "ModelDescription",
     "ModelPerformance",
+    "ModelStatus",
     "ProjectDescription",
     "CONTENT_TYPES",
     "SUFFIX_TYPES",
     "BACKGROUND",
     "BACKGROUND_COLOR",
+    "tags_from_wire",
+    "tags_to_wire",
 ]
 
 ContentType = Literal["image/png", "image/jpeg"]
@@ -37,6 +58,29 @@ SUFFIX_TYPES: dict[str, ContentType] = {".png": "image/png", ".jpg": "image/jpeg
 #: the first entry of ``Anomalies``, inserted by the service
 BACKGROUND = "background"
 BACKGROUND_COLOR = "#FFFFFF"
+
+
+class ModelStatus(StrEnum):
+    """A model version's ``Status`` (the API's ModelStatus), in the description's order.
+
+    Members are ``str``: ``ModelStatus.HOSTED == "HOSTED"``, and they serialise (JSON, f-strings,
+    ``str()``) as the bare name. StartModel and StopModel answer one of the ModelHostingStatus
+    subset (STARTING_HOSTING, HOSTED, HOSTING_FAILED, STOPPING_HOSTING, SYSTEM_UPDATING).
+
+    >>> ModelStatus("HOSTED") is ModelStatus.HOSTED, f"{ModelStatus.TRAINED}"
+    (True, 'TRAINED')
+    """
+
+    TRAINING = "TRAINING"
+    TRAINED = "TRAINED"
+    TRAINING_FAILED = "TRAINING_FAILED"
+    STARTING_HOSTING = "STARTING_HOSTING"
+    HOSTED = "HOSTED"
+    HOSTING_FAILED = "HOSTING_FAILED"
+    STOPPING_HOSTING = "STOPPING_HOSTING"
+    SYSTEM_UPDATING = "SYSTEM_UPDATING"
+    DELETING = "DELETING"
+
 
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _NAME = re.compile(r"^[a-zA-Z0-9]*$")
@@ -175,7 +219,7 @@ class ModelDescription:
     model_version: str
     model_arn: str
     creation_timestamp: float
-    status: str
+    status: ModelStatus
     status_message: str
     description: str | None = None
     performance: ModelPerformance | None = None
@@ -183,13 +227,16 @@ class ModelDescription:
     min_inference_units: int | None = None
     max_inference_units: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", ModelStatus(self.status))  # a bare "TRAINED" is accepted too
+
     def to_wire(self, *, metadata: bool = False) -> dict[str, Any]:
         """``ModelDescription`` (default) or the shorter ``ModelMetadata`` of ListModels."""
         out: dict[str, Any] = {
             "ModelVersion": self.model_version,
             "ModelArn": self.model_arn,
             "CreationTimestamp": self.creation_timestamp,
-            "Status": self.status,
+            "Status": self.status.value,
             "StatusMessage": self.status_message,
         }
         if self.description is not None:
@@ -234,3 +281,27 @@ def anomaly_name(label: str) -> str:
     ('oilstain', 'anomaly')
     """
     return re.sub(r"[^a-zA-Z0-9]", "", label)[:256] or "anomaly"
+
+
+def tags_from_wire(tags: object) -> dict[str, str]:
+    """``Tags`` as the API carries them, ``[{"Key": k, "Value": v}, ...]``, -> ``{k: v}``.
+
+    ValidationException when malformed (the tag rules themselves are
+    :func:`lvkit.validation.check_tags`').
+
+    >>> tags_from_wire([{"Key": "team", "Value": "qa"}])
+    {'team': 'qa'}
+    """
+    if not isinstance(tags, list) or not all(
+            isinstance(t, dict) and set(t) == {"Key", "Value"} for t in tags):
+        raise ValidationException('Tags must be a list of {"Key": ..., "Value": ...}')
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def tags_to_wire(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    """``{k: v}`` -> ``Tags`` as the API carries them (ListTagsForResource).
+
+    >>> tags_to_wire({"team": "qa"})
+    [{'Key': 'team', 'Value': 'qa'}]
+    """
+    return [{"Key": k, "Value": v} for k, v in tags.items()]

@@ -37,17 +37,18 @@ and DetectAnomalies on versions that are HOSTED), and every change raises
 :class:`~lvkit.errors.StoreNotWritableError` (InternalServerException on the wire) with a
 message that says what works and what to do; nothing is half-written (:mod:`lvkit.database`).
 
-Imports ``lvkit.errors``, ``lvkit.validation``, ``lvkit.locks`` and ``lvkit.database`` only.
+Imports ``lvkit.errors``, ``lvkit.shapes`` (:class:`~lvkit.shapes.ModelStatus`), ``lvkit.validation``,
+``lvkit.locks`` and ``lvkit.database`` only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
-import logging
 import sqlite3
 import time
 import uuid
@@ -57,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lvkit.database import Database
 from lvkit.errors import (
     ConflictException,
     LvkitError,
@@ -65,8 +67,8 @@ from lvkit.errors import (
     ValidationException,
     redact_paths,
 )
-from lvkit.database import Database
 from lvkit.locks import OwnerLock, ServerLock, is_unwritable, why_unwritable
+from lvkit.shapes import ModelStatus
 from lvkit.validation import check_project_name
 
 __all__ = ["TOKEN_TTL_SECONDS", "ModelRecord", "ProjectRecord", "Store", "default_home"]
@@ -110,8 +112,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 #: statuses owned by a live Store instance while they last, and what they settle to without it
-_TRANSIENT = {"TRAINING": "TRAINING_FAILED", "STARTING_HOSTING": "TRAINED", "STOPPING_HOSTING": "TRAINED"}
-_INTERRUPTED = {"TRAINING": "training", "STARTING_HOSTING": "starting", "STOPPING_HOSTING": "stopping"}
+_TRANSIENT = {ModelStatus.TRAINING: ModelStatus.TRAINING_FAILED, ModelStatus.STARTING_HOSTING: ModelStatus.TRAINED,
+              ModelStatus.STOPPING_HOSTING: ModelStatus.TRAINED}
+_INTERRUPTED = {ModelStatus.TRAINING: "training", ModelStatus.STARTING_HOSTING: "starting",
+                ModelStatus.STOPPING_HOSTING: "stopping"}
 _TMP = re.compile(r"^\.tmp-([0-9a-f]{32})-")
 
 
@@ -142,7 +146,7 @@ class ModelRecord:
     version: int
     arn: str
     created: float
-    status: str
+    status: ModelStatus
     status_message: str
     description: str | None
     backend: str
@@ -254,26 +258,27 @@ class Store:
         """Whether the Store instance ``owner`` still holds its lock (None and unknown ids: no)."""
         return self._owners.alive(owner)
 
-    def recover(self) -> list[tuple[str, int, str]]:
+    def recover(self) -> list[tuple[str, int, ModelStatus]]:
         """Settle transient rows of dead owners; remove their temporary folders and lock files.
 
         Returns the (project, version, new status) rows it changed.
         """
-        changed: list[tuple[str, int, str]] = []
+        changed: list[tuple[str, int, ModelStatus]] = []
         if not self.writable:
             return changed
         with self._tx() as db:
             rows = db.execute(
-                "SELECT project, version, status, owner FROM models WHERE status IN (?, ?, ?)", tuple(_TRANSIENT),
+                "SELECT project, version, status, owner FROM models WHERE status IN (?, ?, ?)",
+                tuple(s.value for s in _TRANSIENT),
             ).fetchall()
             for row in rows:
                 if self.owner_alive(row["owner"]):
                     continue
-                new = _TRANSIENT[row["status"]]
+                new = _TRANSIENT[ModelStatus(row["status"])]
                 db.execute(
                     "UPDATE models SET status=?, status_message=?, owner=NULL, owner_pid=NULL"
                     " WHERE project=? AND version=? AND status=?",
-                    (new, f"{_INTERRUPTED[row['status']]} was interrupted (the process that owned it ended)",
+                    (new.value, f"{_INTERRUPTED[row['status']]} was interrupted (the process that owned it ended)",
                      row["project"], row["version"], row["status"]),
                 )
                 changed.append((row["project"], row["version"], new))
@@ -331,7 +336,7 @@ class Store:
     def _model(self, row: sqlite3.Row) -> ModelRecord:
         return ModelRecord(
             project=row["project"], version=row["version"], arn=self.model_arn(row["project"], row["version"]),
-            created=row["created"], status=row["status"], status_message=row["status_message"],
+            created=row["created"], status=ModelStatus(row["status"]), status_message=row["status_message"],
             description=row["description"], backend=row["backend"],
             performance=json.loads(row["performance"]) if row["performance"] else None,
             evaluation_end=row["evaluation_end"], min_units=row["min_units"], max_units=row["max_units"],
@@ -402,8 +407,8 @@ class Store:
             db.execute("UPDATE projects SET next_version=? WHERE name=?", (version + 1, project))
             db.execute(
                 "INSERT INTO models (project, version, created, status, status_message, description, backend,"
-                " owner) VALUES (?, ?, ?, 'TRAINING', 'training in progress', ?, ?, ?)",
-                (project, version, round(time.time(), 3), description, backend, owner),
+                " owner) VALUES (?, ?, ?, ?, 'training in progress', ?, ?, ?)",
+                (project, version, round(time.time(), 3), ModelStatus.TRAINING.value, description, backend, owner),
             )
         final = self.artifact_dir(project, version)
         tmp = final.parent / f".tmp-{owner}-{uuid.uuid4().hex[:8]}"
@@ -418,15 +423,17 @@ class Store:
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                self.set_status(project, version, "TRAINING_FAILED", self.redact(f"training failed: {exc}")[:1000])
+                self.set_status(project, version, ModelStatus.TRAINING_FAILED,
+                                self.redact(f"training failed: {exc}")[:1000])
             except StoreNotWritableError:  # a full disk: the row stays ours and is settled once we are gone
                 logger.warning("could not record that %s/%s failed: the store cannot be written", project, version)
             raise
         with self._tx() as db:
             db.execute(
-                "UPDATE models SET status='TRAINED', status_message='training completed', performance=?,"
+                "UPDATE models SET status=?, status_message='training completed', performance=?,"
                 " evaluation_end=?, owner=NULL, owner_pid=NULL WHERE project=? AND version=?",
-                (json.dumps(performance) if performance else None, round(time.time(), 3), project, version),
+                (ModelStatus.TRAINED.value, json.dumps(performance) if performance else None, round(time.time(), 3),
+                 project, version),
             )
         return self.get_model(project, version)
 
@@ -439,7 +446,7 @@ class Store:
         """
         with self._tx() as db:
             m = self.get_model(project, version)
-            if m.status in _TRANSIENT or m.status == "HOSTED":
+            if m.status in _TRANSIENT or m.status == ModelStatus.HOSTED:
                 raise ConflictException(f"model {m.project}/{m.version} cannot be deleted while its status is "
                                         f"{m.status}; stop it first", resource_id=m.arn, resource_type="MODEL",
                                         operation_name="DeleteModel")
@@ -448,8 +455,8 @@ class Store:
         shutil.rmtree(self.artifact_dir(m.project, m.version), ignore_errors=True)
         return m
 
-    def set_status(self, project: str, version: int, status: str, message: str, *,
-                   expect: tuple[str, ...] | None = None, **fields: Any) -> bool:
+    def set_status(self, project: str, version: int, status: ModelStatus, message: str, *,
+                   expect: tuple[ModelStatus, ...] | None = None, **fields: Any) -> bool:
         """Set a model's status (and ``min_units``/``max_units``/``calibration``).
 
         With ``expect``, only when the current status is one of those (returns False otherwise).
@@ -457,7 +464,7 @@ class Store:
         """
         owner = self._claim() if status in _TRANSIENT else None
         sets = ["status=?", "status_message=?", "owner=?", "owner_pid=NULL"]
-        args: list[Any] = [status, message, owner]
+        args: list[Any] = [ModelStatus(status).value, message, owner]
         for key, value in fields.items():
             if key not in ("min_units", "max_units", "calibration"):
                 raise TypeError(f"unknown model field {key!r}")
@@ -467,16 +474,19 @@ class Store:
         args += [check_project_name(project), _version_number(version)]
         if expect:
             where += f" AND status IN ({','.join('?' * len(expect))})"
-            args += list(expect)
+            args += [ModelStatus(s).value for s in expect]
         with self._tx() as db:
             cur = db.execute(f"UPDATE models SET {', '.join(sets)} WHERE {where}", args)
         return cur.rowcount == 1
 
-    def set_calibration(self, project: str, version: int, calibration: dict[str, Any] | None) -> None:
-        """Attach (a dict) or detach (None) a recalibrator to a model version."""
+    def set_calibration(self, project: str, version: int, calibration: dict[str, Any] | None, *,
+                        performance: dict[str, float] | None) -> None:
+        """Attach (a dict) or detach (None) a recalibrator to a model version, with the
+        Performance at the operating point that results (one transaction)."""
         with self._tx() as db:
-            db.execute("UPDATE models SET calibration=? WHERE project=? AND version=?",
+            db.execute("UPDATE models SET calibration=?, performance=? WHERE project=? AND version=?",
                        (json.dumps(calibration) if calibration is not None else None,
+                        json.dumps(performance) if performance else None,
                         check_project_name(project), _version_number(version)))
 
     # -- tags -------------------------------------------------------------------------------
@@ -499,8 +509,10 @@ class Store:
         """The stored response of an earlier call with this token and request, or None; the same
         token with another request raises ConflictException (as :meth:`remember` does). Reads only."""
         with self._lock:
-            row = self._db.execute("SELECT request, response FROM tokens WHERE operation=? AND token=? AND created >= ?",
-                                   (operation, token, time.time() - TOKEN_TTL_SECONDS)).fetchone()
+            row = self._db.execute(
+                "SELECT request, response FROM tokens WHERE operation=? AND token=? AND created >= ?",
+                (operation, token, time.time() - TOKEN_TTL_SECONDS),
+            ).fetchone()
         if row is None:
             return None
         if row["request"] != json.dumps(request, sort_keys=True):

@@ -315,6 +315,11 @@ def write_manifest(
     DatasetError
         If a mask cannot be read.
 
+    See Also
+    --------
+    load_manifest : the inverse.
+    lvkit.backends.write_version_manifest : a model version's ``lvkit.json``, an unrelated file.
+
     Examples
     --------
     >>> import tempfile

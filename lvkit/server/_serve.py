@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from lvkit.errors import BackendUnavailableError, LvkitError
 from lvkit.hosting import HostingOptions
 from lvkit.images import DEFAULT_MAX_BYTES
-from lvkit.server.app import BODY_IDLE_TIMEOUT, BODY_TIMEOUT, MAX_BODY_BYTES_IN_FLIGHT, create_app
+from lvkit.server.app import create_app
+from lvkit.server_defaults import BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES_IN_FLIGHT
 from lvkit.service import LookoutVisionService
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def check_bind(host: str, *, has_credentials: bool, insecure: bool = False) -> N
         )
 
 
-def make_server(service: LookoutVisionService, *, host: str = "127.0.0.1", port: int = 8080,
+def make_server(service: LookoutVisionService, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                 credentials: Mapping[str, str] | None = None, insecure: bool = False,
                 log_level: str = "info", access_log: bool = False, rehost: bool = True,
                 max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT, body_timeout: float = BODY_TIMEOUT,
@@ -81,7 +82,7 @@ def make_server(service: LookoutVisionService, *, host: str = "127.0.0.1", port:
     return uvicorn.Server(config)
 
 
-def serve(home: str | os.PathLike[str] | None = None, *, host: str = "127.0.0.1", port: int = 8080,
+def serve(home: str | os.PathLike[str] | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           credentials: Mapping[str, str] | None = None, insecure: bool = False,
           hosting: HostingOptions | None = None, max_bytes: int = DEFAULT_MAX_BYTES, device: str = "auto",
           log_level: str = "info", access_log: bool = False, sock: socket.socket | None = None,

@@ -1,6 +1,7 @@
 """The Lookout for Vision REST API over HTTP: ``create_app(service)`` -> a Starlette ASGI app.
 
-This module only matches the route (the table mirrors each operation's ``requestUri``), pulls
+This module only matches the route (method, ``requestUri`` and success status are the service
+description's, :mod:`lvkit.operations`; this module names each operation's handler), pulls
 out path parameters, headers and body, calls one service method and serialises; the
 behaviour is :class:`~lvkit.service.LookoutVisionService`'s. Wire form (rest-json): JSON
 bodies with PascalCase keys, camelCase URI and query parameters, timestamps as epoch
@@ -44,13 +45,34 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lvkit.errors import (InternalServerException, LookoutVisionError, LvkitError, ThrottlingException,
-                          ValidationException)
+from lvkit.errors import (
+    InternalServerException,
+    LookoutVisionError,
+    LvkitError,
+    ThrottlingException,
+    ValidationException,
+)
+from lvkit.operations import operation as operation_of
 from lvkit.server._sigv4 import SigV4Verifier
-from lvkit.server.wire import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, BUDGET_RETRY_AFTER, JSON_BODY_LIMIT,
-                               MAX_BODY_BYTES_IN_FLIGHT, BodyBudget, declared_size, json_integer, json_string,
-                               json_tags, parse_json_body, query_integer, read_body)
+from lvkit.server.wire import (
+    BodyBudget,
+    declared_size,
+    json_integer,
+    json_string,
+    json_tags,
+    parse_json_body,
+    query_integer,
+    read_body,
+)
+from lvkit.server_defaults import (
+    BODY_IDLE_TIMEOUT,
+    BODY_TIMEOUT,
+    BUDGET_RETRY_AFTER,
+    JSON_BODY_LIMIT,
+    MAX_BODY_BYTES_IN_FLIGHT,
+)
 from lvkit.service import LookoutVisionService
+from lvkit.shapes import tags_to_wire
 
 # the body constants and parse_json_body are re-exported: callers import them from here
 __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT", "create_app",
@@ -58,9 +80,8 @@ __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "JSON_BODY_LIMIT", "MAX_BODY_BYT
 
 logger = logging.getLogger("lvkit.server")
 
-_P = "/2020-11-20/projects"
-_M = _P + "/{projectName}/models/{modelVersion}"
-_T = "/2020-11-20/tags/{resourceArn:path}"
+#: a handler's JSON answer, sent with its operation's success status
+Answer = dict[str, Any]
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -119,99 +140,112 @@ class Call:
         return await run_in_threadpool(fn, *args, **kwargs)
 
 
-# -- handlers: one service call each --------------------------------------------------------
-async def create_project(call: Call) -> Response:
+# -- handlers: one service call each, returning the JSON answer ---------------------------
+async def create_project(call: Call) -> Answer:
     p = await call.run(call.service.create_project, call.string(call.json(), "ProjectName"),
                        client_token=call.header("x-amzn-client-token"))
-    return _json({"ProjectMetadata": p.to_wire(metadata=True)})
+    return {"ProjectMetadata": p.to_wire(metadata=True)}
 
 
-async def list_projects(call: Call) -> Response:
+async def list_projects(call: Call) -> Answer:
     page, token = await call.run(call.service.list_projects, next_token=call.query("nextToken"),
                                  max_results=call.query_int("maxResults", "MaxResults"))
-    out = {"Projects": [p.to_wire(metadata=True) for p in page]}
-    return _json(out | ({"NextToken": token} if token else {}))
+    out: Answer = {"Projects": [p.to_wire(metadata=True) for p in page]}
+    return out | ({"NextToken": token} if token else {})
 
 
-async def describe_project(call: Call) -> Response:
+async def describe_project(call: Call) -> Answer:
     p = await call.run(call.service.describe_project, call.param("projectName"))
-    return _json({"ProjectDescription": p.to_wire()})
+    return {"ProjectDescription": p.to_wire()}
 
 
-async def delete_project(call: Call) -> Response:
+async def delete_project(call: Call) -> Answer:
     arn = await call.run(call.service.delete_project, call.param("projectName"),
                          client_token=call.header("x-amzn-client-token"))
-    return _json({"ProjectArn": arn})
+    return {"ProjectArn": arn}
 
 
-async def list_models(call: Call) -> Response:
+async def list_models(call: Call) -> Answer:
     page, token = await call.run(call.service.list_models, call.param("projectName"),
                                  next_token=call.query("nextToken"),
                                  max_results=call.query_int("maxResults", "MaxResults"))
-    out = {"Models": [m.to_wire(metadata=True) for m in page]}
-    return _json(out | ({"NextToken": token} if token else {}))
+    out: Answer = {"Models": [m.to_wire(metadata=True) for m in page]}
+    return out | ({"NextToken": token} if token else {})
 
 
-async def describe_model(call: Call) -> Response:
+async def describe_model(call: Call) -> Answer:
     m = await call.run(call.service.describe_model, call.param("projectName"), call.param("modelVersion"))
-    return _json({"ModelDescription": m.to_wire()})
+    return {"ModelDescription": m.to_wire()}
 
 
-async def start_model(call: Call) -> Response:
+async def start_model(call: Call) -> Answer:
     body = call.json()
     status = await call.run(call.service.start_model, call.param("projectName"), call.param("modelVersion"),
                             call.integer(body, "MinInferenceUnits"),
                             max_inference_units=call.integer(body, "MaxInferenceUnits"),
                             client_token=call.header("x-amzn-client-token"))
-    return _json({"Status": status}, 202)
+    return {"Status": status.value}
 
 
-async def stop_model(call: Call) -> Response:
+async def stop_model(call: Call) -> Answer:
     status = await call.run(call.service.stop_model, call.param("projectName"), call.param("modelVersion"),
                             client_token=call.header("x-amzn-client-token"))
-    return _json({"Status": status}, 202)
+    return {"Status": status.value}
 
 
-async def detect_anomalies(call: Call) -> Response:
+async def detect_anomalies(call: Call) -> Answer:
     future = await call.run(call.service.submit_detect, call.param("projectName"), call.param("modelVersion"),
                             call.body, call.header("content-type"))
     result = await asyncio.wrap_future(future)  # the workers run the model; the loop stays free
-    return _json({"DetectAnomalyResult": result.to_json()})
+    return {"DetectAnomalyResult": result.to_json()}
 
 
-async def tag_resource(call: Call) -> Response:
+async def tag_resource(call: Call) -> Answer:
     tags = call.tags(call.json())
     await call.run(call.service.tag_resource, call.param("resourceArn"), tags)
-    return _json({})
+    return {}
 
 
-async def list_tags_for_resource(call: Call) -> Response:
+async def list_tags_for_resource(call: Call) -> Answer:
     tags = await call.run(call.service.list_tags_for_resource, call.param("resourceArn"))
-    return _json({"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]})
+    return {"Tags": tags_to_wire(tags)}
 
 
-async def untag_resource(call: Call) -> Response:
+async def untag_resource(call: Call) -> Answer:
     keys = call.request.query_params.getlist("tagKeys")
     await call.run(call.service.untag_resource, call.param("resourceArn"), keys)
-    return _json({})
+    return {}
 
 
-Handler = Callable[[Call], Awaitable[Response]]
+Handler = Callable[[Call], Awaitable[Answer]]
 
-#: (method, requestUri, operation, handler), as in the service description
+#: the handler of each operation lvkit serves; the rest of each route (method, requestUri,
+#: success status) is the service description's (:mod:`lvkit.operations`)
+HANDLERS: dict[str, Handler] = {
+    "CreateProject": create_project,
+    "ListProjects": list_projects,
+    "DescribeProject": describe_project,
+    "DeleteProject": delete_project,
+    "ListModels": list_models,
+    "DescribeModel": describe_model,
+    "StartModel": start_model,
+    "StopModel": stop_model,
+    "DetectAnomalies": detect_anomalies,
+    "TagResource": tag_resource,
+    "ListTagsForResource": list_tags_for_resource,
+    "UntagResource": untag_resource,
+}
+
+
+def _route_path(request_uri: str) -> str:
+    """A requestUri as a Starlette path: an ARN holds "/" (sent as %2F, which arrives decoded)."""
+    return request_uri.replace("{resourceArn}", "{resourceArn:path}")
+
+
+#: (method, path, operation, handler) of every route
 ROUTES: list[tuple[str, str, str, Handler]] = [
-    ("POST", _P, "CreateProject", create_project),
-    ("GET", _P, "ListProjects", list_projects),
-    ("GET", _P + "/{projectName}", "DescribeProject", describe_project),
-    ("DELETE", _P + "/{projectName}", "DeleteProject", delete_project),
-    ("GET", _P + "/{projectName}/models", "ListModels", list_models),
-    ("GET", _M, "DescribeModel", describe_model),
-    ("POST", _M + "/start", "StartModel", start_model),
-    ("POST", _M + "/stop", "StopModel", stop_model),
-    ("POST", _M + "/detect", "DetectAnomalies", detect_anomalies),
-    ("POST", _T, "TagResource", tag_resource),
-    ("GET", _T, "ListTagsForResource", list_tags_for_resource),
-    ("DELETE", _T, "UntagResource", untag_resource),
+    (operation_of(name).http_method, _route_path(operation_of(name).request_uri), name, handler)
+    for name, handler in HANDLERS.items()
 ]
 
 
@@ -233,6 +267,8 @@ def _wire_url(request: Request) -> str:
 
 
 def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    status = operation_of(operation).status  # the success status, as the description says
+
     async def endpoint(request: Request) -> Response:
         state: _State = request.app.state.lvkit
         request_id = str(uuid.uuid4())
@@ -258,7 +294,7 @@ def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable
             if state.verifier is not None and auth is not None:
                 state.verifier.verify(auth, method=request.method, url=_wire_url(request),
                                       headers=request.headers.items(), body=body, request_id=request_id)
-            response = await handler(Call(state.service, request, body))
+            response = _json(await handler(Call(state.service, request, body)), status)
         except LookoutVisionError as exc:
             response = render_error(exc)
         except ClientDisconnect:  # nobody to answer; the response below goes nowhere

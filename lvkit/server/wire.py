@@ -23,7 +23,10 @@ Choices where the public material is silent:
   within ``body_timeout`` seconds (default 120) with no gap over ``body_idle_timeout``
   (default 15): a stalled upload is answered ValidationException and its connection closed.
 
-Imports ``lvkit.errors``, ``lvkit.client``'s tag conversion and Starlette's request only.
+The limits' values are :mod:`lvkit.server_defaults`' (re-exported here).
+
+Imports ``lvkit.errors``, ``lvkit.server_defaults``, ``lvkit.shapes``' tag conversion and
+Starlette's request only.
 """
 
 from __future__ import annotations
@@ -38,23 +41,19 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from lvkit.client import tags_from_wire
 from lvkit.errors import ValidationException
+from lvkit.server_defaults import (
+    BODY_IDLE_TIMEOUT,
+    BODY_TIMEOUT,
+    BUDGET_RETRY_AFTER,
+    JSON_BODY_LIMIT,
+    MAX_BODY_BYTES_IN_FLIGHT,
+)
+from lvkit.shapes import tags_from_wire
 
 __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "BUDGET_RETRY_AFTER", "JSON_BODY_LIMIT",
            "MAX_BODY_BYTES_IN_FLIGHT", "BodyBudget", "declared_size", "json_integer", "json_string", "json_tags",
            "parse_json_body", "query_integer", "read_body"]
-
-#: body limit of the operations that take JSON
-JSON_BODY_LIMIT = 1024 * 1024
-#: default budget of request body bytes the server holds at once (32 DetectAnomalies bodies of 8 MiB)
-MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
-#: default seconds a whole body may take to arrive (8 MiB at about 0.5 Mbit/s)
-BODY_TIMEOUT = 120.0
-#: default seconds a body may go without a byte arriving
-BODY_IDLE_TIMEOUT = 15.0
-#: seconds a client refused for the body budget is told to wait (``Retry-After``)
-BUDGET_RETRY_AFTER = 1
 
 
 # -- bodies: limits, budget, timeouts -------------------------------------------------------

@@ -60,7 +60,7 @@ def _assert_reads_work_and_changes_say_why(seen: dict, why: str, need: str) -> N
     code, stderr = seen["cli_list"]
     assert code == 0 and "Traceback" not in stderr
     code, stderr = seen["cli_start"]
-    assert code == 1 and "Traceback" not in stderr and f"error: InternalServerException: lvkit cannot save" in stderr
+    assert code == 1 and "Traceback" not in stderr and "error: InternalServerException: lvkit cannot save" in stderr
     assert seen["server_started"] is True, seen["server_stderr"]
     assert "Traceback" not in seen["server_stderr"]
     assert seen["http_describe"] == "HOSTED" and seen["http_detect"] == "ok"

@@ -4,9 +4,6 @@ messages sent to clients carry no server paths; one server per home."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +18,6 @@ from lvkit.service import LookoutVisionService
 from lvkit.store import Store
 from tests.server.conftest import boto, serving_service
 
-ROOT = Path(__file__).resolve().parents[2]
 ARN = "arn:aws:lookoutvision:us-east-1:000000000000:model/demo/"
 
 
@@ -180,7 +176,9 @@ def test_store_refuses_bad_version_numbers(tmp_path, version):
 def test_hosting_failure_message_names_no_server_path(tmp_path):
     store = Store(tmp_path)
     store.create_project("p")
-    store.add_model("p", backend="fake", build=lambda d: {"f1_score": 1.0} if (d / "lvkit.json").write_text("{") else None)
+    store.add_model(
+        "p", backend="fake", build=lambda d: {"f1_score": 1.0} if (d / "lvkit.json").write_text("{") else None
+    )
     lv = lvkit.client(store)
     lv.start_model(ProjectName="p", ModelVersion="1", MinInferenceUnits=1)
     d = lv.describe_model(ProjectName="p", ModelVersion="1")["ModelDescription"]
@@ -223,72 +221,27 @@ def test_model_failure_answer_names_no_server_path(lv, dark, monkeypatch):
 
 
 # -- item 3: one serving process per home ----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(home: Path, port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lvkit.server", "--home", str(home), "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.communicate(timeout=30)  # reaps it and closes its pipe
-
-
-def _until_serving(lv: object, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            lv.list_projects()  # type: ignore[attr-defined]
-            return
-        except Exception:
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-
-
 @pytest.mark.server
 def test_a_second_server_on_the_same_home_is_refused_and_the_first_keeps_serving(demo_home, dark):
-    port = _free_port()
-    first = _serve(demo_home, port)
-    try:
-        lv = boto(f"http://127.0.0.1:{port}")
-        _until_serving(lv, first)
+    with lvkit.serving(demo_home) as first:
+        lv = boto(first.url)
         lv.start_model(ProjectName="demo", ModelVersion="1", MinInferenceUnits=1)
-        deadline = time.monotonic() + 20
-        while lv.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]["Status"] != "HOSTED":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        second = _serve(demo_home, _free_port())
-        out, err = second.communicate(timeout=60)
-        assert second.returncode == 1
-        assert "another lvkit server already serves this home" in err and f"pid {first.pid}" in err, err
+        assert first.wait_hosted(timeout=20)["demo/1"] == "HOSTED"
+        with pytest.raises(lvkit.LvkitError) as refused:
+            lvkit.serving(demo_home)
+        err = str(refused.value)
+        assert "exited with status 1" in err  # lvkit serve's exit status
+        assert "another lvkit server already serves this home" in err and f"pid {first.process.pid}" in err, err
         # the first is untouched: still HOSTED, still answering
         assert lv.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]["Status"] == "HOSTED"
         r = lv.detect_anomalies(ProjectName="demo", ModelVersion="1", ContentType="image/png", Body=dark)
         assert r["DetectAnomalyResult"]["IsAnomalous"] is False
         # once the first is gone (kill -9 included), a new server takes the home over and hosts again
-        _kill(first)
-        third_port = _free_port()
-        third = _serve(demo_home, third_port)
-        try:
-            lv3 = boto(f"http://127.0.0.1:{third_port}")
-            _until_serving(lv3, third)
-            deadline = time.monotonic() + 20
-            while (s := lv3.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]["Status"]) \
-                    != "HOSTED":
-                assert time.monotonic() < deadline, s
-                time.sleep(0.05)
-        finally:
-            _kill(third)
-    finally:
-        if first.returncode is None:
-            _kill(first)
+        first.process.kill()
+        assert first.stop() == -9
+    with lvkit.serving(demo_home) as third:  # returns once the version it hosts again has left STARTING_HOSTING
+        lv3 = boto(third.url)
+        assert lv3.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]["Status"] == "HOSTED"
 
 
 def test_in_process_clients_run_beside_a_server(demo_home):
@@ -368,3 +321,40 @@ def test_reads_still_work_when_settling_a_dead_owner_cannot_be_written(demo_home
     store.__init__(demo_home)  # type: ignore[misc]
     assert store.get_model("demo", 1).status == "STARTING_HOSTING"  # shown as it is, no error
     assert [m.version for m in store.list_models("demo")] == [1, 2]
+
+
+# -- validation first: a bad field is 400 even when the resource does not exist (not 404) -----------
+MISSING = "arn:aws:lookoutvision:us-east-1:000000000000:project/missing"
+
+
+@pytest.mark.parametrize("call", [
+    lambda lv: lv.stop_model(ProjectName="missing", ModelVersion="1", ClientToken="not a token!"),
+    lambda lv: lv.stop_model(ProjectName="demo", ModelVersion="99", ClientToken="x" * 65),
+    lambda lv: lv.start_model(ProjectName="missing", ModelVersion="1", MinInferenceUnits=0),
+    lambda lv: lv.start_model(ProjectName="demo", ModelVersion="99", MinInferenceUnits=1, ClientToken="bad token"),
+    lambda lv: lv.tag_resource(ResourceArn=MISSING, Tags=[{"Key": "aws:reserved", "Value": "v"}]),
+    lambda lv: lv.tag_resource(ResourceArn=ARN + "99", Tags=[{"Key": "k", "Value": "a\nb"}]),
+    lambda lv: lv.untag_resource(ResourceArn=MISSING, TagKeys=["aws:reserved"]),
+    lambda lv: lv.untag_resource(ResourceArn=ARN + "99", TagKeys=["x" * 129]),
+    lambda lv: lv.list_models(ProjectName="missing", MaxResults=0),
+    lambda lv: lv.delete_project(ProjectName="missing", ClientToken="not a token!"),
+    lambda lv: lv.detect_anomalies(ProjectName="missing", ModelVersion="1", Body=b"x", ContentType="image/gif"),
+], ids=["stop-token", "stop-token-version", "start-units", "start-token", "tag-key", "tag-value", "untag-key",
+        "untag-long-key", "list-max-results", "delete-token", "detect-content-type"])
+def test_a_bad_field_is_400_even_when_the_resource_does_not_exist(lv, call):
+    with pytest.raises(lv.exceptions.ValidationException):
+        call(lv)
+
+
+def test_over_http_too_a_bad_field_is_400_before_a_missing_resource(demo_home):
+    from starlette.testclient import TestClient
+
+    from lvkit.server import create_app
+
+    api = TestClient(create_app(LookoutVisionService(demo_home), rehost=False))
+    r = api.post(f"/2020-11-20/tags/{MISSING}", json={"Tags": [{"Key": "aws:reserved", "Value": "v"}]})
+    assert r.status_code == 400 and r.headers["x-amzn-ErrorType"] == "ValidationException", r.text
+    r = api.delete(f"/2020-11-20/tags/{MISSING}", params={"tagKeys": "aws:reserved"})
+    assert r.status_code == 400 and r.headers["x-amzn-ErrorType"] == "ValidationException", r.text
+    r = api.post("/2020-11-20/projects/missing/models/1/stop", headers={"X-Amzn-Client-Token": "not a token!"})
+    assert r.status_code == 400 and r.headers["x-amzn-ErrorType"] == "ValidationException", r.text

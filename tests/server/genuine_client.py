@@ -26,10 +26,13 @@ def main(dark_path: str, bright_path: str) -> dict:
     # the first data folder holding the model is where it came from: it must be botocore's own
     seen["model_from"] = next(p for p in lv._loader.search_paths if os.path.isdir(os.path.join(p, "lookoutvision")))
 
-    seen["created"] = lv.create_project(ProjectName="genuine", ClientToken="genuine-1")["ProjectMetadata"]["ProjectName"]
+    seen["created"] = lv.create_project(ProjectName="genuine", ClientToken="genuine-1")["ProjectMetadata"][
+        "ProjectName"]
     seen["created_again"] = lv.create_project(ProjectName="genuine", ClientToken="genuine-1")["ProjectMetadata"][
         "ProjectName"]
-    seen["projects"] = [p["ProjectName"] for page in lv.get_paginator("list_projects").paginate() for p in page["Projects"]]
+    seen["projects"] = [
+        p["ProjectName"] for page in lv.get_paginator("list_projects").paginate() for p in page["Projects"]
+    ]
     seen["models"] = [m["ModelVersion"] for m in lv.list_models(ProjectName="demo")["Models"]]
     d = lv.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]
     seen["status_before"] = d["Status"]

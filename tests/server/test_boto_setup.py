@@ -39,7 +39,8 @@ def test_unchanged_program_with_aws_data_path(live):
 
 
 def test_unchanged_program_after_register_boto3(live):
-    assert run("import lvkit; lvkit.register_boto3()\n" + PROGRAM, {"AWS_ENDPOINT_URL_LOOKOUTVISION": live.url}) == "demo"
+    env = {"AWS_ENDPOINT_URL_LOOKOUTVISION": live.url}
+    assert run("import lvkit; lvkit.register_boto3()\n" + PROGRAM, env) == "demo"
 
 
 def test_boto3_client_defaults(live, monkeypatch):

@@ -93,7 +93,9 @@ def test_credentials_files(tmp_path, monkeypatch):
     assert load_credentials(ini, env={}) == {"AKID1": "s1", "AKID2": "s2"}
     lines = tmp_path / "keys.txt"
     lines.write_text("# id:secret\nAKID3:s3\n\nAKID4 : s4\n")
-    assert load_credentials(lines, env={"LVKIT_ACCESS_KEYS": "AKID5:s5"}) == {"AKID3": "s3", "AKID4": "s4", "AKID5": "s5"}
+    assert load_credentials(lines, env={"LVKIT_ACCESS_KEYS": "AKID5:s5"}) == {
+        "AKID3": "s3", "AKID4": "s4", "AKID5": "s5"
+    }
     bad = tmp_path / "bad.txt"
     bad.write_text("AKID-without-secret\n")
     with pytest.raises(ValueError, match="ACCESS_KEY_ID:SECRET"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
@@ -11,6 +14,8 @@ from click.testing import CliRunner
 import lvkit
 from lvkit.cli import main
 from tests.conftest import png_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_models_start_detect_stop(home, make_fake_version, tmp_path):
@@ -54,3 +59,46 @@ def test_bad_inputs_give_one_line_errors(home, tmp_path):
     (empty / "normal").mkdir(parents=True)
     r = run(main, ["train", "--project", "p", "--dataset", str(empty)], env=env)
     assert r.exit_code == 1 and "DatasetError" in r.output and "normal" in r.output
+
+
+# -- each default written once: lvkit serve shows the library's -------------------------------------
+SERVE_DEFAULTS = {"host": "DEFAULT_HOST", "port": "DEFAULT_PORT", "max_inflight_bytes": "MAX_BODY_BYTES_IN_FLIGHT",
+                  "body_timeout": "BODY_TIMEOUT", "body_idle_timeout": "BODY_IDLE_TIMEOUT"}
+
+
+def test_serve_defaults_are_the_library_defaults():
+    from lvkit import server_defaults
+    from lvkit.cli import detect, serve
+    from lvkit.hosting import HostingOptions
+    from lvkit.images import DEFAULT_MAX_BYTES
+    from lvkit.shapes import CONTENT_TYPES
+
+    defaults = {p.name: p.default for p in serve.params}
+    hosting = HostingOptions()
+    assert defaults["max_bytes"] == DEFAULT_MAX_BYTES
+    assert (defaults["max_queue"], defaults["max_batch"], defaults["idle_timeout"]) == (
+        hosting.max_queue, hosting.max_batch, hosting.idle_timeout)
+    for option, constant in SERVE_DEFAULTS.items():
+        assert defaults[option] == getattr(server_defaults, constant), option
+    content_type = next(p for p in detect.params if p.name == "content_type")
+    assert tuple(content_type.type.choices) == CONTENT_TYPES
+
+
+def test_serve_defaults_follow_the_library():
+    # with other values in the library, the CLI shows those: they are imported, not copied
+    code = f"""
+import json, types, lvkit.hosting, lvkit.images, lvkit.server_defaults as d
+lvkit.images.DEFAULT_MAX_BYTES = 12345
+lvkit.hosting.HostingOptions = lambda **kw: types.SimpleNamespace(max_queue=3, max_batch=2, idle_timeout=1.5)
+for i, name in enumerate({sorted(SERVE_DEFAULTS.values())!r}):
+    setattr(d, name, f"changed-{{i}}")
+from lvkit.cli import serve
+print(json.dumps({{p.name: p.default for p in serve.params}}, default=str))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    defaults = json.loads(out.stdout)
+    assert (defaults["max_bytes"], defaults["max_queue"], defaults["max_batch"], defaults["idle_timeout"]) == (
+        12345, 3, 2, 1.5)
+    changed = {f"changed-{i}" for i in range(len(SERVE_DEFAULTS))}
+    assert {defaults[option] for option in SERVE_DEFAULTS} == changed

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,9 @@ from botocore.exceptions import ClientError, ParamValidationError
 from PIL import Image
 
 import lvkit
+from lvkit.boto import DATA_PATH
+from lvkit.client import LookoutVisionClient
+from lvkit.operations import NOT_IMPLEMENTED, operations, paginated
 from lvkit.shapes import DetectAnomalyResult
 from tests.conftest import png_bytes
 
@@ -38,7 +43,9 @@ def test_lifecycle_and_detection(lv, dark, bright):
 
     normal = detect(lv, dark)["DetectAnomalyResult"]
     assert normal["IsAnomalous"] is False and 0.5 <= normal["Confidence"] <= 1
-    assert normal["Anomalies"] == [{"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 1.0, "Color": "#FFFFFF"}}]
+    assert normal["Anomalies"] == [
+        {"Name": "background", "PixelAnomaly": {"TotalPercentageArea": 1.0, "Color": "#FFFFFF"}}
+    ]
     anomalous = detect(lv, bright)["DetectAnomalyResult"]
     assert anomalous["IsAnomalous"] is True and anomalous["Source"] == {"Type": "direct"}
     areas = {a["Name"]: a["PixelAnomaly"]["TotalPercentageArea"] for a in anomalous["Anomalies"]}
@@ -203,3 +210,35 @@ def test_state_survives_a_new_client(lv, home, dark):
     other = lvkit.client(home)  # another process would see the same: HOSTED persists, model loads lazily
     assert other.describe_model(ProjectName="demo", ModelVersion="1")["ModelDescription"]["Status"] == "HOSTED"
     assert detect(other, dark)["DetectAnomalyResult"]["IsAnomalous"] is False
+
+
+# -- the operation table is the service description's ----------------------------------------------
+MODEL_DIR = Path(DATA_PATH, "lookoutvision", "2020-11-20")
+DESCRIPTION = json.loads((MODEL_DIR / "service-2.json").read_text())
+
+
+def test_client_methods_and_not_implemented_make_up_the_description():
+    described = set(DESCRIPTION["operations"])
+    extensions = {"can_paginate", "attach_calibration"}  # boto3's helper, and lvkit's own (documented as such)
+    methods = {name for name in vars(LookoutVisionClient) if not name.startswith("_")} - extensions
+    implemented = {name for name, op in operations().items() if op.method_name in methods}
+    assert methods == {operations()[name].method_name for name in implemented}  # no method beyond the table
+    assert implemented.isdisjoint(NOT_IMPLEMENTED)
+    assert implemented | NOT_IMPLEMENTED == described
+
+
+def test_client_parameters_and_status_are_the_description(lv):
+    for name, op in operations().items():
+        shape = DESCRIPTION["shapes"][DESCRIPTION["operations"][name]["input"]["shape"]]
+        with pytest.raises(ParamValidationError) as err:
+            getattr(lv, op.method_name)(Bogus=1)
+        report = str(err.value)
+        for member in shape.get("required", []):
+            assert f'Missing required parameter in input: "{member}"' in report
+        assert f'must be one of: {", ".join(shape["members"])}' in report  # botocore's order
+    assert lv.start_model(ProjectName="demo", ModelVersion="1", MinInferenceUnits=1)[
+        "ResponseMetadata"]["HTTPStatusCode"] == 202
+    assert lv.describe_project(ProjectName="demo")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    paginators = json.loads((MODEL_DIR / "paginators-1.json").read_text())
+    assert paginated() == set(paginators["pagination"])
+    assert {m for m in vars(LookoutVisionClient) if lv.can_paginate(m)} == {"list_models", "list_projects"}

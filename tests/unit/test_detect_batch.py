@@ -268,7 +268,8 @@ def test_heatmaps_write_the_raw_maps_from_the_same_model_call(lv, home, tmp_path
     assert amap.dtype == np.float32 and amap.shape == (64, 64)
     np.testing.assert_allclose(amap[0, :40], 250 / 255, rtol=1e-6)
     assert rows["imgs/bad/0.png"]["is_anomalous"] is True and rows["imgs/good/0.png"]["is_anomalous"] is False
-    assert (masks / "bad" / "0.png").exists() and sorted(p.name for p in heat.rglob("*.npy")) == ["0.npy", "0.npy", "1.npy"]
+    assert (masks / "bad" / "0.png").exists()
+    assert sorted(p.name for p in heat.rglob("*.npy")) == ["0.npy", "0.npy", "1.npy"]
 
 
 # -- against a running server ----------------------------------------------------------------

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lvkit.boto import DATA_PATH
+from lvkit.errors import ValidationException
 from lvkit.segmentation import build_result
-from lvkit.shapes import Anomaly, DetectAnomalyResult
+from lvkit.shapes import Anomaly, DetectAnomalyResult, ModelDescription, ModelStatus, tags_from_wire, tags_to_wire
+
+DESCRIPTION = json.loads(Path(DATA_PATH, "lookoutvision", "2020-11-20", "service-2.json").read_text())
 
 
 def test_classification_wire_form_exact():
@@ -41,7 +47,12 @@ def test_normal_segmentation_is_background_only():
     [
         {"is_anomalous": True, "confidence": 1.5},
         {"is_anomalous": True, "confidence": 0.5, "anomalies": (Anomaly("background", 1.0, "#FFFFFF"),)},
-        {"is_anomalous": True, "confidence": 0.5, "anomalies": (Anomaly("hole", 1.0, "#FFFFFF"),), "anomaly_mask": b"x"},
+        {
+            "is_anomalous": True,
+            "confidence": 0.5,
+            "anomalies": (Anomaly("hole", 1.0, "#FFFFFF"),),
+            "anomaly_mask": b"x",
+        },
     ],
 )
 def test_invalid_results_rejected(kwargs):
@@ -52,3 +63,38 @@ def test_invalid_results_rejected(kwargs):
 def test_anomaly_name_rules():
     with pytest.raises(ValueError, match="a-zA-Z0-9"):
         Anomaly("has space", 0.1, "#FFFFFF")
+
+
+def test_model_status_is_the_description_enum():
+    assert [s.value for s in ModelStatus] == DESCRIPTION["shapes"]["ModelStatus"]["enum"]
+    assert set(DESCRIPTION["shapes"]["ModelHostingStatus"]["enum"]) <= set(ModelStatus)
+
+
+def test_model_status_is_its_string():
+    s = ModelStatus.HOSTED
+    assert s == "HOSTED" and ModelStatus("HOSTED") is s and hash(s) == hash("HOSTED")
+    assert (str(s), f"{s}", f"{s:>7}", json.dumps({"Status": s})) == (
+        "HOSTED", "HOSTED", " HOSTED", '{"Status": "HOSTED"}'
+    )
+    with pytest.raises(ValueError):
+        ModelStatus("RUNNING")
+
+
+def test_model_description_status_is_a_model_status_and_a_plain_string_on_the_wire():
+    d = ModelDescription(model_version="1", model_arn="arn", creation_timestamp=1.0, status="TRAINED",
+                         status_message="training completed")
+    assert d.status is ModelStatus.TRAINED
+    for wire in (d.to_wire(), d.to_wire(metadata=True)):
+        assert type(wire["Status"]) is str and wire["Status"] == "TRAINED"
+    with pytest.raises(ValueError):
+        ModelDescription(model_version="1", model_arn="arn", creation_timestamp=1.0, status="RUNNING",
+                         status_message="")
+
+
+def test_tags_wire_form():
+    tags = {"team": "qa", "stage": ""}
+    assert tags_to_wire(tags) == [{"Key": "team", "Value": "qa"}, {"Key": "stage", "Value": ""}]
+    assert tags_from_wire(tags_to_wire(tags)) == tags
+    for bad in (None, {"team": "qa"}, [{"Key": "team"}], [{"Key": "a", "Value": "b", "Extra": 1}]):
+        with pytest.raises(ValidationException, match="Tags must be a list"):
+            tags_from_wire(bad)

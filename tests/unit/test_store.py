@@ -118,3 +118,25 @@ def test_arns_fixed_at_creation(tmp_path, monkeypatch):
     assert store.project_arn("x") == "arn:aws:lookoutvision:eu-west-1:000000000000:project/x"
     monkeypatch.setenv("AWS_REGION", "us-west-2")
     assert Store(tmp_path).model_arn("x", 3) == "arn:aws:lookoutvision:eu-west-1:000000000000:model/x/3"
+
+
+def test_statuses_are_model_status_in_the_store_and_service_and_plain_strings_on_the_wire(tmp_path):
+    from lvkit.shapes import ModelStatus
+
+    store = Store(tmp_path)
+    store.create_project("p")
+    rec = store.add_model("p", backend="fake", build=lambda d: FakeBackend.save(d, image_size=(64, 64)))
+    assert rec.status is ModelStatus.TRAINED and store.list_models("p")[0].status is ModelStatus.TRAINED
+    assert store.set_status("p", 1, ModelStatus.STARTING_HOSTING, "starting", expect=(ModelStatus.TRAINED,))
+    assert not store.set_status("p", 1, ModelStatus.HOSTED, "hosted", expect=(ModelStatus.TRAINED,))
+    assert store.get_model("p", 1).status is ModelStatus.STARTING_HOSTING
+    store.set_status("p", 1, ModelStatus.TRAINED, "back")
+    lv = lvkit.client(store)
+    assert lv.service.start_model("p", "1", 1) is ModelStatus.STARTING_HOSTING
+    assert lv.service.describe_model("p", "1").status is ModelStatus.HOSTED
+    answer = lv.stop_model(ProjectName="p", ModelVersion="1")["Status"]
+    assert type(answer) is str and answer == "STOPPING_HOSTING"
+    status = lv.describe_model(ProjectName="p", ModelVersion="1")["ModelDescription"]["Status"]
+    assert type(status) is str and status == "TRAINED"
+    with pytest.raises(ValueError):
+        store.set_status("p", 1, "RUNNING", "not a status")  # type: ignore[arg-type]
