@@ -1,6 +1,6 @@
 """Overhead of lvkit's DetectAnomalies over the raw anomalib forward pass, same model and images.
 
-Interleaves, image by image, (a) ``_anomalib_core.predict_raw`` on the already decoded image
+Interleaves, image by image, (a) ``backends.anomalib.models.predict_raw`` on the already decoded image
 (torch forward of the model: the baseline) and (b) ``lvkit.client().detect_anomalies`` on the
 PNG bytes (validation, decode, forward, thresholds, region labels, mask PNG), and prints the
 median of the per-image time ratios b/a. Goal: <= 1.10.
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import lvkit
-    from lvkit.backends import _anomalib_core as core
+    from lvkit.backends.anomalib import models as core
     from lvkit.images import decode_image
 
     work = Path(tempfile.mkdtemp(prefix="lvkit-bench-"))

@@ -13,9 +13,16 @@ from typing import Any
 
 import click
 
-from lvkit.errors import AccessDeniedException, ConflictException, DatasetError, LvkitError, LookoutVisionError
+from lvkit.errors import AccessDeniedException, ConflictException, DatasetError, LookoutVisionError, LvkitError
+from lvkit.hosting import HostingOptions
+from lvkit.images import DEFAULT_MAX_BYTES
+from lvkit.server_defaults import BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES_IN_FLIGHT
+from lvkit.shapes import CONTENT_TYPES, ModelStatus
 
 __all__ = ["main"]
+
+#: the hosting defaults ``lvkit serve``'s options show (the library's, never typed here)
+_HOSTING = HostingOptions()
 
 
 def _client(home: str | None) -> Any:
@@ -79,7 +86,8 @@ def generate(out: str, seed: int) -> None:
 
 @main.command()
 @click.option("--project", required=True, help="Project name (created if missing).")
-@click.option("--dataset", required=True, type=click.Path(exists=True), help="MVTec folder, normal/anomaly folder or manifest.")
+@click.option("--dataset", required=True, type=click.Path(exists=True),
+              help="MVTec folder, normal/anomaly folder or manifest.")
 @click.option("--model", default="patchcore", show_default=True)
 @click.option("--backbone", default=None, help="timm backbone (default: offline EfficientNet-Lite0).")
 @click.option("--layers", default=None, help="Comma-separated feature layers.")
@@ -102,10 +110,29 @@ def train(project: str, dataset: str, model: str, backbone: str | None, layers: 
 
 
 @main.command()
+@click.option("--project", required=True)
+@click.option("--version", "version", default="latest", show_default=True, help="The anomalib version to export.")
+@click.option("--format", "fmt", required=True, help="openvino or onnx: the new version's runtime.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 (OpenVINO only) or int8.")
+@click.option("--calibration-images", default=None, type=int,
+              help="int8: how many of the version's sorted training images calibrate it (default 32).")
+@click.option("--description", default=None)
+@home_option
+def export(project: str, version: str, fmt: str, precision: str, calibration_images: int | None,
+           description: str | None, home: str | None) -> None:
+    """Export an anomalib version to OpenVINO or ONNX as a new model version of the project."""
+    from lvkit.backends.anomalib.export import export_version
+
+    options: dict[str, Any] = {} if calibration_images is None else {"calibration_images": calibration_images}
+    new = export_version(home, project, version, format=fmt, precision=precision, description=description, **options)
+    _print_json(_client(home).describe_model(ProjectName=project, ModelVersion=new))
+
+
+@main.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--project", required=True)
 @click.option("--version", "version", default="latest", show_default=True)
-@click.option("--content-type", default=None, type=click.Choice(["image/png", "image/jpeg"]),
+@click.option("--content-type", default=None, type=click.Choice(CONTENT_TYPES),
               help="Default: from each file's extension.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Write one row per image to this .csv or .jsonl file (default: JSON lines on stdout).")
@@ -276,7 +303,7 @@ def models_start(project: str, version: str, min_units: int, max_units: int | No
     lv.start_model(ProjectName=project, ModelVersion=version, MinInferenceUnits=min_units, **kw)
     d = lv.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"]
     click.echo(f"{project}/{d['ModelVersion']}: {d['Status']} ({d['StatusMessage']})")
-    if d["Status"] != "HOSTED":
+    if d["Status"] != ModelStatus.HOSTED:
         sys.exit(1)
 
 
@@ -292,6 +319,44 @@ def models_delete(project: str, version: str, home: str | None) -> None:
     store = _client(home).service.store
     m = store.delete_model(project, version)
     click.echo(f"deleted {m.project}/{m.version} ({m.status})")
+
+
+@models.command("calibrate")
+@click.option("--project", required=True)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.argument("calibration", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--detach", is_flag=True, help="Serve uncalibrated Confidence again.")
+@home_option
+def models_calibrate(project: str, version: str, calibration: str | None, detach: bool, home: str | None) -> None:
+    """Attach a recalibrator (a JSON file of lvkit.eval's to_dict(), e.g. recalibration_report's
+    "calibration" column) to a model version, or --detach it.
+
+    The recalibrated P(anomaly) decides (IsAnomalous is p > 0.5) and Confidence is the
+    confidence in that verdict; DescribeModel's Performance shows the resulting operating point.
+    """
+    from lvkit.locks import ServerLock
+
+    if detach == (calibration is not None):
+        raise click.UsageError("give a CALIBRATION file or --detach (one of them)")
+    data = None
+    if calibration is not None:
+        try:
+            data = json.loads(Path(calibration).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise click.UsageError(f"{calibration}: not a JSON file ({exc})") from None
+    lv = _client(home)
+    d = lv.attach_calibration(ProjectName=project, ModelVersion=version, Calibration=data)["ModelDescription"]
+    performance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(d.get("Performance", {}).items())) or "none recorded"
+    what = f"attached {data.get('kind')}" if isinstance(data, dict) else "detached"
+    click.echo(f"{project}/{d['ModelVersion']}: {what}; Performance {performance}")
+    lock = ServerLock(lv.service.store.home)
+    try:
+        lock.acquire()
+    except LvkitError as exc:  # a server holds this home: its loaded copy keeps the old recalibrator
+        click.echo(f"note: {exc.args[0].split(';')[0]}; it applies this from the version's next StartModel "
+                   "(stop and start it there)", err=True)
+    finally:
+        lock.release()
 
 
 @models.command("stop")
@@ -325,7 +390,7 @@ def projects(home: str | None) -> None:
 @click.option("--clean", is_flag=True, help="Only strip the notebooks' outputs and metadata for committing.")
 def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], clean: bool) -> None:
     """Execute the notebooks (papermill), render them to HTML and index their headline numbers."""
-    from lvkit.report import clean_notebook, find_notebooks, run_reports
+    from lvkit.publish import clean_notebook, find_notebooks, run_reports
 
     if clean:
         for path in find_notebooks(notebooks_dir, only):
@@ -338,29 +403,33 @@ def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], cle
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to bind; other than loopback needs --credentials or --insecure.")
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @home_option
 @click.option("--credentials", "credentials_file", default=None, envvar="LVKIT_CREDENTIALS_FILE",
               type=click.Path(exists=True, dir_okay=False),
               help="Access keys whose SigV4 signatures are accepted: an AWS credentials INI file or "
                    "ID:SECRET lines (also $LVKIT_ACCESS_KEYS=ID:SECRET,...). Without any, requests are not checked.")
 @click.option("--insecure", is_flag=True, help="Serve a non-loopback address without credentials.")
-@click.option("--max-queue", default=64, show_default=True, type=click.IntRange(min=0),
+@click.option("--max-queue", default=_HOSTING.max_queue, show_default=True, type=click.IntRange(min=0),
               help="Requests that may wait per hosted model; more get ThrottlingException (429).")
-@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-batch", default=_HOSTING.max_batch, show_default=True, type=click.IntRange(min=1),
               help="Most concurrent requests a worker runs as one batch (backends with detect_many).")
-@click.option("--idle-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--idle-timeout", default=_HOSTING.idle_timeout, show_default=True,
+              type=click.FloatRange(min=0.01),
               help="Seconds after which an idle worker above MinInferenceUnits stops.")
-@click.option("--max-bytes", default=8 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-bytes", default=DEFAULT_MAX_BYTES, show_default=True, type=click.IntRange(min=1),
               help="DetectAnomalies body limit.")
-@click.option("--max-inflight-bytes", default=256 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+@click.option("--max-inflight-bytes", default=MAX_BODY_BYTES_IN_FLIGHT, show_default=True,
+              type=click.IntRange(min=1),
               help="Request body bytes the server holds at once; beyond it a request gets ThrottlingException "
                    "(429) before its body is read. At least the largest body limit.")
-@click.option("--body-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--body-timeout", default=BODY_TIMEOUT, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds a request body may take to arrive in all.")
-@click.option("--body-idle-timeout", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--body-idle-timeout", default=BODY_IDLE_TIMEOUT, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds a request body may go without a byte arriving; a stalled upload is answered and "
                    "its connection closed.")
 @click.option("--max-inference-units", default=None, type=click.IntRange(min=1),
@@ -384,8 +453,8 @@ def serve(host: str, port: int, home: str | None, credentials_file: str | None, 
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(torch_threads)
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(torch_threads)
-    from lvkit.hosting import HostingOptions
-    from lvkit.server import check_bind, load_credentials, serve as run
+    from lvkit.server import check_bind, load_credentials
+    from lvkit.server import serve as run
 
     try:
         credentials = load_credentials(credentials_file)

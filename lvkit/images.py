@@ -28,6 +28,7 @@ Choices where the public material is silent (the same every time):
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ __all__ = [
     "encode_mask_png",
     "encode_png",
     "hex_to_rgb",
+    "read_rgb",
     "sniff_content_type",
     "to_rgb",
 ]
@@ -172,6 +174,16 @@ def to_rgb(image: Image.Image) -> npt.NDArray[np.uint8]:
         band = image if (top, bottom) == (0, height) else image.crop((0, top, width, bottom))
         _band_to_rgb(band, out[top:bottom])
     return out
+
+
+def read_rgb(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """An image file as RGB uint8 (H, W, 3), by the rules of :func:`to_rgb` (as DetectAnomalies
+    decodes it), so training and serving see the same pixels.
+
+    Raises ``FileNotFoundError`` for a missing file and ``OSError`` for one Pillow cannot read.
+    """
+    with Image.open(path) as image:
+        return to_rgb(image)
 
 
 def _band_to_rgb(band: Image.Image, out: npt.NDArray[np.uint8]) -> None:

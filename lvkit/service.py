@@ -85,7 +85,7 @@ from lvkit.errors import (
 )
 from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool, UnitQuota, default_max_inference_units
 from lvkit.images import DEFAULT_MAX_BYTES, check_body, check_content_type
-from lvkit.shapes import ModelDescription, ModelPerformance, ProjectDescription
+from lvkit.shapes import ModelDescription, ModelPerformance, ModelStatus, ProjectDescription
 from lvkit.store import ModelRecord, Store
 from lvkit.validation import (
     MAX_TAGS,
@@ -235,8 +235,15 @@ class LookoutVisionService:
             return self._key_locks.setdefault(key, threading.Lock())
 
     def _load(self, m: ModelRecord) -> Backend:
-        return self._loader(self.store.artifact_dir(m.project, m.version), device=self.device,
-                            max_bytes=self.max_bytes, calibration=m.calibration)
+        """The version's backend, through its recalibrator if one is attached (every backend
+        alike: ``lvkit.backends.recalibrated``)."""
+        backend = self._loader(self.store.artifact_dir(m.project, m.version), device=self.device,
+                               max_bytes=self.max_bytes)
+        if m.calibration is not None:
+            from lvkit.backends.recalibrated import Recalibrated
+
+            backend = Recalibrated(backend, m.calibration)
+        return backend
 
     def _pool(self, backend: Backend, m: ModelRecord) -> Pool:
         if self.hosting is None:
@@ -252,14 +259,15 @@ class LookoutVisionService:
         except Exception as exc:  # any failure (load, threads, memory) is reported through the status
             with self._key_lock(key):
                 self.quota.release(key)
-                self.store.set_status(m.project, m.version, "HOSTING_FAILED",
+                self.store.set_status(m.project, m.version, ModelStatus.HOSTING_FAILED,
                                       self.store.redact(f"hosting failed: {type(exc).__name__}: {exc}")[:1000],
-                                      expect=("STARTING_HOSTING",))
+                                      expect=(ModelStatus.STARTING_HOSTING,))
             return
         with self._key_lock(key):
             old = self._hosted.pop(key, None)
             self._hosted[key] = pool
-            hosted = self.store.set_status(m.project, m.version, "HOSTED", "hosted", expect=("STARTING_HOSTING",))
+            hosted = self.store.set_status(m.project, m.version, ModelStatus.HOSTED, "hosted",
+                                           expect=(ModelStatus.STARTING_HOSTING,))
             if not hosted:  # the status moved on meanwhile: this load is not wanted
                 self._hosted.pop(key, None)
         if old is not None:
@@ -268,7 +276,7 @@ class LookoutVisionService:
             pool.close()
 
     def start_model(self, project_name: str, model_version: str, min_inference_units: int, *,
-                    max_inference_units: int | None = None, client_token: str | None = None) -> str:
+                    max_inference_units: int | None = None, client_token: str | None = None) -> ModelStatus:
         """Start hosting a model version; returns STARTING_HOSTING."""
         check_project_name(project_name)
         check_version(model_version)
@@ -279,20 +287,21 @@ class LookoutVisionService:
 
         def run() -> dict[str, Any]:
             accepted = self.store.set_status(
-                m.project, m.version, "STARTING_HOSTING", "hosting is starting",
-                expect=("TRAINED", "HOSTING_FAILED"), min_units=min_inference_units, max_units=max_inference_units)
+                m.project, m.version, ModelStatus.STARTING_HOSTING, "hosting is starting",
+                expect=(ModelStatus.TRAINED, ModelStatus.HOSTING_FAILED), min_units=min_inference_units,
+                max_units=max_inference_units)
             if not accepted:
                 current = self.store.get_model(m.project, m.version)
                 raise ConflictException(
                     f"model {m.project}/{m.version} cannot be started while its status is {current.status}",
                     resource_id=m.arn, resource_type="MODEL", operation_name="StartModel")
-            return {"Status": "STARTING_HOSTING"}
+            return {"Status": ModelStatus.STARTING_HOSTING.value}
 
         request = {"ProjectName": project_name, "ModelVersion": model_version,
                    "MinInferenceUnits": min_inference_units, "MaxInferenceUnits": max_inference_units}
         if token is not None and (first := self.store.recall("StartModel", token, request, resource_id=m.arn,
                                                              resource_type="MODEL")) is not None:
-            return str(first["Status"])  # a repeat gets the first answer, whatever the quota says now
+            return ModelStatus(first["Status"])  # a repeat gets the first answer, whatever the quota says now
 
         def host() -> None:
             self._host(self.store.get_model(m.project, m.version))
@@ -312,12 +321,15 @@ class LookoutVisionService:
         if not spawned:
             host()
         self._settle(key)
-        return str(status["Status"])
+        return ModelStatus(status["Status"])
 
-    def stop_model(self, project_name: str, model_version: str, *, client_token: str | None = None) -> str:
+    def stop_model(self, project_name: str, model_version: str, *,
+                   client_token: str | None = None) -> ModelStatus:
         """Stop hosting; queued and in-flight requests finish first. Returns STOPPING_HOSTING."""
-        m = self._model(project_name, model_version)
+        check_project_name(project_name)
+        check_version(model_version)
         token = check_client_token(client_token)
+        m = self._model(project_name, model_version)
         key = (m.project, m.version)
 
         def unhost() -> None:
@@ -327,18 +339,18 @@ class LookoutVisionService:
                 pool.close()  # queued and running requests finish first
             with self._key_lock(key):
                 self.quota.release(key)
-                self.store.set_status(m.project, m.version, "TRAINED", "hosting stopped", min_units=None,
+                self.store.set_status(m.project, m.version, ModelStatus.TRAINED, "hosting stopped", min_units=None,
                                       max_units=None)
 
         def run() -> dict[str, Any]:
-            accepted = self.store.set_status(m.project, m.version, "STOPPING_HOSTING", "hosting is stopping",
-                                             expect=("HOSTED", "HOSTING_FAILED"))
+            accepted = self.store.set_status(m.project, m.version, ModelStatus.STOPPING_HOSTING, "hosting is stopping",
+                                             expect=(ModelStatus.HOSTED, ModelStatus.HOSTING_FAILED))
             if not accepted:
                 current = self.store.get_model(m.project, m.version)
                 raise ConflictException(
                     f"model {m.project}/{m.version} cannot be stopped while its status is {current.status}",
                     resource_id=m.arn, resource_type="MODEL", operation_name="StopModel")
-            return {"Status": "STOPPING_HOSTING"}
+            return {"Status": ModelStatus.STOPPING_HOSTING.value}
 
         with self._key_lock(key):  # no new request reaches the pool once the status has changed
             status, fresh = (run(), True) if token is None else self.store.remember(
@@ -348,7 +360,7 @@ class LookoutVisionService:
         if not spawned:
             unhost()
         self._settle(key)  # with no lock held: unhost() takes the version's lock
-        return str(status["Status"])
+        return ModelStatus(status["Status"])
 
     def rehost(self) -> list[tuple[str, int]]:
         """Host again every version the store says is HOSTED but this process has not loaded.
@@ -360,12 +372,12 @@ class LookoutVisionService:
         for p in self.store.list_projects():
             for m in self.store.list_models(p.name):
                 key = (m.project, m.version)
-                if m.status != "HOSTED" or key in self._hosted:
+                if m.status != ModelStatus.HOSTED or key in self._hosted:
                     continue
                 try:
                     self.quota.reserve(key, m.max_units or m.min_units or 1, arn=m.arn, operation="StartModel")
-                    if self.store.set_status(m.project, m.version, "STARTING_HOSTING",
-                                             "hosting again after a restart", expect=("HOSTED",)):
+                    if self.store.set_status(m.project, m.version, ModelStatus.STARTING_HOSTING,
+                                             "hosting again after a restart", expect=(ModelStatus.HOSTED,)):
                         again = functools.partial(self._rehost_one, m.project, m.version)
                         if not self._spawn(key, again):
                             again()
@@ -374,8 +386,9 @@ class LookoutVisionService:
                         self.quota.release(key)
                 except ServiceQuotaExceededException as exc:
                     with contextlib.suppress(StoreNotWritableError):
-                        self.store.set_status(m.project, m.version, "HOSTING_FAILED",
-                                              f"not hosted again after a restart: {exc.message}", expect=("HOSTED",))
+                        self.store.set_status(m.project, m.version, ModelStatus.HOSTING_FAILED,
+                                              f"not hosted again after a restart: {exc.message}",
+                                              expect=(ModelStatus.HOSTED,))
                 except StoreNotWritableError as exc:
                     # the status cannot move through STARTING_HOSTING: it stays HOSTED, and the version
                     # is loaded by its first DetectAnomalies (submit_detect) instead of now
@@ -407,7 +420,7 @@ class LookoutVisionService:
         if self.wait and thread is not None:
             thread.join()
 
-    def wait_for(self, project_name: str, model_version: str, *, timeout: float | None = None) -> str:
+    def wait_for(self, project_name: str, model_version: str, *, timeout: float | None = None) -> ModelStatus:
         """Wait for this process's pending start/stop of the version to finish; its status."""
         m = self._model(project_name, model_version)
         thread = self._threads.get((m.project, m.version))
@@ -432,16 +445,16 @@ class LookoutVisionService:
         stale: Pool | None = None
         with self._key_lock(key):
             pool = self._hosted.get(key)
-            if m.status != "HOSTED" or pool is None:
+            if m.status != ModelStatus.HOSTED or pool is None:
                 m = self.store.get_model(m.project, m.version)  # re-read under the lock: StopModel may be running
-            if m.status == "TRAINED" and pool is not None:  # stopped by another process
+            if m.status == ModelStatus.TRAINED and pool is not None:  # stopped by another process
                 stale = self._hosted.pop(key)
                 self.quota.release(key)
-            if m.status == "HOSTED" and pool is None:  # HOSTED by another process over the same store
+            if m.status == ModelStatus.HOSTED and pool is None:  # HOSTED by another process over the same store
                 pool = self._adopt(m)
         if stale is not None:
             stale.close()  # with no lock held: it waits for its workers
-        if m.status != "HOSTED" or pool is None:
+        if m.status != ModelStatus.HOSTED or pool is None:
             raise ConflictException(
                 f"model {m.project}/{m.version} is not hosted (status {m.status}); "
                 "call StartModel and wait for HOSTED",
@@ -486,7 +499,7 @@ class LookoutVisionService:
         with self._key_lock(key):
             pool = self._hosted.get(key)
             if pool is None:
-                if m.status != "HOSTED":
+                if m.status != ModelStatus.HOSTED:
                     raise ConflictException(f"model {m.project}/{m.version} is not hosted (status {m.status})",
                                             resource_id=m.arn, resource_type="MODEL")
                 pool = self._adopt(m)
@@ -496,10 +509,10 @@ class LookoutVisionService:
         """The image paths a trained version used: ``fit``, ``validation`` (chose its thresholds)
         and ``evaluation`` (held out: score it on these). ValidationException for a version
         trained without recorded splits (a recording, a fake model)."""
-        from lvkit.backends import read_manifest
+        from lvkit.backends import read_version_manifest
 
         m = self._model(project_name, model_version)
-        splits = read_manifest(self.store.artifact_dir(m.project, m.version)).get("splits")
+        splits = read_version_manifest(self.store.artifact_dir(m.project, m.version)).get("splits")
         if not isinstance(splits, dict):
             raise ValidationException(f"model {m.project}/{m.version} has no recorded splits: it was not "
                                       "trained by lvkit.train")
@@ -507,20 +520,30 @@ class LookoutVisionService:
 
     def attach_calibration(self, project_name: str, model_version: str,
                            calibration: dict[str, Any] | None) -> None:
-        """Serve Confidence through a recalibrator (``lvkit.eval`` ``to_dict()``), or None to detach.
+        """Serve through a recalibrator (``lvkit.eval`` ``to_dict()``), or None to detach.
 
-        The verdict (IsAnomalous) is unchanged; Confidence becomes ``p`` or ``1 - p`` of the
-        recalibrated P(anomaly). Takes effect on the next request, hosted or not.
+        The recalibrated P(anomaly) ``p`` decides: IsAnomalous is ``p > 0.5`` and Confidence
+        ``max(p, 1 - p)`` (``lvkit.backends.recalibrated``). DescribeModel's Performance becomes
+        the one at that operating point on the version's evaluation images, when training
+        recorded them; detaching restores the trained one. Takes effect on the next request,
+        hosted or not, for every backend.
         """
-        m = self._model(project_name, model_version)
-        if calibration is not None:
+        from lvkit.backends import read_version_manifest
+        from lvkit.backends.recalibrated import operating_point
+
+        if calibration is not None:  # fields first, then resources (see the module docstring)
             from lvkit.eval.calibration import calibrator_from_dict
 
             try:
                 calibrator_from_dict(calibration)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValidationException(f"not a recalibrator lvkit can rebuild: {exc}") from exc
-        self.store.set_calibration(m.project, m.version, calibration)
+        m = self._model(project_name, model_version)
+        manifest = read_version_manifest(self.store.artifact_dir(m.project, m.version))
+        performance = manifest.get("performance") or None
+        if calibration is not None:
+            performance = operating_point(manifest.get("evaluation"), calibration) or performance
+        self.store.set_calibration(m.project, m.version, calibration, performance=performance)
         key = (m.project, m.version)
         with self._key_lock(key):
             pool = self._hosted.get(key)
@@ -529,7 +552,8 @@ class LookoutVisionService:
 
     # -- tags -------------------------------------------------------------------------------
     def _resource(self, resource_arn: object) -> tuple[str, str]:
-        """The (ARN, resource type) of an existing project or model version of this store."""
+        """The (ARN, resource type) of an existing project or model version of this store, else
+        ResourceNotFoundException; callers validate their other fields before this (400 before 404)."""
         region, account, kind, project, version = parse_resource_arn(resource_arn)
         arn = str(resource_arn)
         if (region, account) != (self.store.region, self.store.account):
@@ -544,8 +568,9 @@ class LookoutVisionService:
 
     def tag_resource(self, resource_arn: str, tags: dict[str, str]) -> None:
         """Add or overwrite tags on a project or model version."""
-        arn, kind = self._resource(resource_arn)
+        parse_resource_arn(resource_arn)
         check_tags(tags)
+        arn, kind = self._resource(resource_arn)
         if len(set(self.store.get_tags(arn)) | set(tags)) > MAX_TAGS:
             raise ServiceQuotaExceededException(
                 f"{arn} would have more than {MAX_TAGS} tags", quota_code="tags-per-resource",
@@ -559,8 +584,9 @@ class LookoutVisionService:
 
     def untag_resource(self, resource_arn: str, tag_keys: list[str]) -> None:
         """Remove tags by key (keys that are not there are ignored)."""
-        arn, _ = self._resource(resource_arn)
+        parse_resource_arn(resource_arn)
         check_tag_keys(tag_keys)
+        arn, _ = self._resource(resource_arn)
         self.store.delete_tags(arn, tag_keys)
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ Splits (seeded, recorded in the version's ``lvkit.json``):
 
 * **fit**: the train split's normal images, less a held-out fifth (at least 2) for validation.
 * **validation** (chooses thresholds, confidence slope and the region labeller; see
-  ``backends._decision``): the held-out normals, plus the train split's anomalous images;
+  ``backends.anomalib.decision``): the held-out normals, plus the train split's anomalous images;
   when the train split has none, a stratified seeded half of the test split is borrowed.
 * **evaluation**: the test images not used for validation. ``Performance`` (F1, precision,
   recall at the model's decision) and the evaluation result are computed on them.
@@ -18,13 +18,17 @@ normal images, as the service required.
 Service limits mirrored: at least 10 normal training images; every image the same size
 (unless ``resize=True``); PNG or JPEG, 64..4096 px.
 
+This module holds what every backend's training shares (checks, splits, storing the version
+and its Performance) and imports no model code: a :class:`Trainer` does the backend's part,
+by default :class:`lvkit.backends.anomalib.AnomalibTrainer` (imported when ``train`` runs).
+
 Nothing is created before everything that can be checked without training is: the options
-(model, device, image size, epochs), the dataset's layout, images and masks, the splits and the
+(the trainer's ``check``: model, device, image size, epochs), the dataset's layout, images and masks, the splits and the
 labels. A bad option or a broken dataset raises before the project or a version exists. Masks
 are resized with their images (nearest neighbour) wherever images of several sizes meet one
 model (``resize=True``).
 
-The model trains in a child process (``backends._train_worker``) with glibc's
+The anomalib trainer trains in a child process (``backends.anomalib.worker``) with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` set, which keeps PatchCore's coreset selection near 1 GB instead of
 growing to 24 GB; serving processes run without it (it halves their speed).
 """
@@ -33,19 +37,18 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from lvkit.backends import write_manifest
-from lvkit.backends._decision import fit_decision, fit_pixel_threshold
-from lvkit.backends._regions import RegionLabeler, predicted_regions
-from lvkit.datasets import Dataset, Sample, load, read_label_masks, union_mask
-from lvkit.errors import DatasetError, ResourceNotFoundException, ValidationException
-from lvkit.images import MAX_SIDE, MIN_SIDE, to_rgb
+from lvkit.backends import write_version_manifest
+from lvkit.backends.recalibrated import performance_at
+from lvkit.datasets import Dataset, Sample, load, read_label_masks
+from lvkit.errors import DatasetError, ResourceNotFoundException
+from lvkit.images import MAX_SIDE, MIN_SIDE
 from lvkit.shapes import anomaly_name
 from lvkit.store import Store
 from lvkit.validation import check_project_name
@@ -53,14 +56,18 @@ from lvkit.validation import check_project_name
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["MIN_NORMAL_IMAGES", "MIN_NORMAL_SINGLE_DATASET", "check_options", "plan_splits", "train"]
+__all__ = [
+    "MIN_NORMAL_IMAGES",
+    "MIN_NORMAL_SINGLE_DATASET",
+    "Trainer",
+    "TrainedVersion",
+    "TrainingPlan",
+    "check_dataset",
+    "plan_splits",
+    "train",
+]
 
 MIN_NORMAL_IMAGES = 10
-
-
-def _read_rgb(path: Path) -> npt.NDArray[np.uint8]:
-    with Image.open(path) as im:
-        return to_rgb(im)
 
 
 #: normal images a dataset without a test split needs (the service's rule for a single dataset)
@@ -113,33 +120,6 @@ def plan_splits(ds: Dataset, *, seed: int = 0, min_normal: int = MIN_NORMAL_IMAG
     return {"fit": fit, "validation": validation, "evaluation": evaluation}
 
 
-def check_options(*, model: str, device: str, image_size: object, epochs: object) -> None:
-    """ValidationException for an option lvkit cannot train with, before anything is created."""
-    import difflib
-
-    from lvkit.backends._anomalib_core import MODELS, resolve_device
-
-    if model not in MODELS:
-        close = difflib.get_close_matches(model, list(MODELS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValidationException(f"model {model!r} is not one lvkit trains{hint} Choose one of: {', '.join(MODELS)}")
-    try:
-        resolve_device(device)
-    except ValueError as exc:
-        raise ValidationException(str(exc)) from None
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= MAX_SIDE:
-        raise ValidationException(f"image_size must be an integer from 32 to {MAX_SIDE}, got {image_size!r}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ValidationException(f"epochs must be a positive integer, got {epochs!r}")
-
-
-def _resized(mask: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
-    """A mask at ``shape`` (nearest neighbour), as its image is resized to the model's maps."""
-    if mask.shape == tuple(shape):
-        return mask
-    return np.asarray(Image.fromarray(mask).resize((shape[1], shape[0]), Image.Resampling.NEAREST), dtype=bool)
-
-
 def _check_masks(samples: list[Sample]) -> None:
     """Read every mask now (``read_label_masks`` checks colours and sizes): a broken mask fails
     before training, not after it."""
@@ -168,6 +148,67 @@ def _image_size(samples: list[Sample], *, resize: bool) -> tuple[int, int]:
     return next(iter(sizes))
 
 
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What every trainer gets: the checked dataset, its splits and its labels."""
+
+    dataset: Dataset
+    #: ``fit``, ``validation`` and ``evaluation`` samples (see the module docstring)
+    splits: dict[str, list[Sample]]
+    #: (width, height) of the training images
+    image_size: tuple[int, int]
+    #: whether DetectAnomalies accepts other sizes (resized inside the model)
+    resize: bool
+    #: anomaly labels as the API names them, and their "#RRGGBB" colours (empty: classification)
+    labels: list[str]
+    colors: list[str]
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    """What a trainer returns: its part of ``lvkit.json`` and its verdicts on the evaluation split."""
+
+    #: backend-specific fields of the version's manifest (what its backend's ``load`` reads)
+    manifest: dict[str, Any]
+    #: IsAnomalous for each ``plan.splits["evaluation"]`` image, in order
+    evaluation_anomalous: npt.NDArray[np.bool_]
+    #: P(anomaly) as served for the same images (lets an attached recalibrator report its
+    #: operating point: ``lvkit.backends.recalibrated``); None if the trainer cannot say
+    evaluation_p_anomaly: npt.NDArray[np.float64] | None = None
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Turns a :class:`TrainingPlan` into a model version's artifacts (see ``AnomalibTrainer``)."""
+
+    #: the name in ``lvkit.backends.BACKENDS`` of the backend that serves what it trains
+    backend: str
+
+    def check(self) -> None:
+        """ValidationException for an option it cannot train with (before anything is created)."""
+        ...
+
+    def build(self, plan: TrainingPlan, folder: Path, *, weights_dir: Path,
+              progress: bool | str) -> TrainedVersion:
+        """Write the artifacts into ``folder`` (the version's folder being made, atomic)."""
+        ...
+
+
+def check_dataset(ds: Dataset, *, resize: bool = False, seed: int = 0) -> TrainingPlan:
+    """Check ``ds`` for training (layout, counts, image formats and sizes, labels, masks) and
+    plan its splits; DatasetError naming the first problem."""
+    splits = plan_splits(ds, seed=seed)
+    size = _image_size(list(ds.samples), resize=resize)
+    labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
+    if len(set(labels)) != len(labels):
+        raise DatasetError(f"anomaly labels {list(ds.labels)} are not distinct once reduced to [a-zA-Z0-9]")
+    colors = [ds.colors[n].upper() for n in ds.labels] if ds.is_segmentation else []
+    if labels:
+        _check_masks(splits["validation"])
+    return TrainingPlan(ds, splits, size, resize, labels, colors, seed)
+
+
 def train(
     project: str,
     dataset: str | os.PathLike[str] | Dataset,
@@ -183,7 +224,8 @@ def train(
     seed: int = 0,
     description: str | None = None,
     home: str | os.PathLike[str] | Store | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
+    trainer: Trainer | None = None,
 ) -> str:
     """Train a new model version of ``project`` (created if missing) on ``dataset``.
 
@@ -194,7 +236,7 @@ def train(
     dataset : path or Dataset
         Any layout :func:`lvkit.datasets.load` reads (MVTec, normal/anomaly folders, manifests).
     model : str, default "patchcore"
-        An anomalib image model (see ``lvkit.backends._anomalib_core.MODELS``).
+        An anomalib image model (see ``lvkit.backends.anomalib.models.MODELS``).
     backbone, layers : optional
         A timm backbone and its feature layers; default the offline EfficientNet-Lite0.
     image_size : int, default 256
@@ -213,10 +255,15 @@ def train(
     device : {"auto", "cpu", "cuda"}
     seed : int
         Seeds the splits and the model.
+    description : str, optional
+        Stored with the version (DescribeModel's Description).
     home : path-like or Store, optional
         Where state lives.
-    progress : bool
-        Show a progress bar per stage.
+    progress : bool or {"bar", "lines"}
+        Stage-weighted progress (``lvkit.progress``): a bar in a terminal, a line per stage in
+        Jupyter and logs.
+    trainer : Trainer, optional
+        Another backend's trainer; it replaces the anomalib options above (model ... device).
 
     Returns
     -------
@@ -224,107 +271,37 @@ def train(
         The new model version.
     """
     check_project_name(project)
-    check_options(model=model, device=device, image_size=image_size, epochs=epochs)
+    if trainer is None:
+        from lvkit.backends.anomalib.train import AnomalibTrainer
+
+        trainer = AnomalibTrainer(model=model, backbone=backbone, layers=layers, image_size=image_size,
+                                  model_kwargs=dict(model_kwargs or {}), epochs=epochs, device=device)
+    trainer.check()
     ds = dataset if isinstance(dataset, Dataset) else load(dataset)
-    splits = plan_splits(ds, seed=seed)
-    size = _image_size(list(ds.samples), resize=resize)
-    labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
-    if len(set(labels)) != len(labels):
-        raise DatasetError(f"anomaly labels {list(ds.labels)} are not distinct once reduced to [a-zA-Z0-9]")
-    colors = [ds.colors[n] for n in ds.labels] if ds.is_segmentation else []
-    if labels:
-        _check_masks(splits["validation"])
+    plan = check_dataset(ds, resize=resize, seed=seed)
     store = home if isinstance(home, Store) else Store(home)
-    model_kwargs = dict(model_kwargs or {})
-    if model == "patchcore" and "coreset_sampling_ratio" not in model_kwargs:
-        patches = len(splits["fit"]) * (image_size // 8) ** 2  # the default layers' finest stride is 8
-        model_kwargs["coreset_sampling_ratio"] = round(min(0.1, max(0.01, 1000 / patches)), 4)
     try:
         store.get_project(project)
     except ResourceNotFoundException:
         store.create_project(project)
-    scored = splits["validation"] + splits["evaluation"]
 
-    def build(tmp: Path) -> dict[str, float]:
-        from lvkit.backends._anomalib_core import train_in_subprocess
-
-        config = {
-            "model": model, "backbone": backbone, "layers": layers, "image_size": image_size,
-            "epochs": epochs, "seed": seed, "device": device, "model_kwargs": model_kwargs,
-            "train_images": [str(s.image_path) for s in splits["fit"]],
-            "predict_images": [str(s.image_path) for s in scored],
-            "weights_dir": str(store.home / "weights"),
-            "output_dir": str(tmp / "model"),
-            "predictions": str(tmp / "work" / "predictions.npz"),
-        }
-        bar = tqdm(total=100, desc=f"train {model}", unit="%", disable=not progress, leave=True)
-
-        def on_progress(event: dict[str, Any]) -> None:
-            bar.set_description(f"train {model}: {event.get('stage', '')}")
-            bar.n = round(100 * float(event.get("progress", bar.n / 100)))
-            bar.refresh()
-
-        (tmp / "work").mkdir()
-        try:
-            train_in_subprocess(config, on_progress=on_progress)
-        finally:
-            bar.close()
-        with np.load(tmp / "work" / "predictions.npz") as pred:
-            scores, maps = pred["scores"].astype(np.float64), pred["maps"].astype(np.float32)
-        nv = len(splits["validation"])
-        val_y = np.array([s.label for s in splits["validation"]])
-        decision = fit_decision(scores[:nv], val_y)
-        labeler = None
-        if labels:
-            shape = maps.shape[1:]
-            true = [_resized(union_mask(read_label_masks(s), _mask_shape(s)), shape) for s in splits["validation"]]
-            decision = type(decision)(decision.image_threshold, decision.slope,
-                                      fit_pixel_threshold(maps[:nv], np.stack(true)))
-            examples = []
-            for i, s in enumerate(splits["validation"]):
-                if s.label == 1:
-                    truth = {anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()}
-                    pred = predicted_regions(maps[i] > decision.pixel_threshold, truth)
-                    rgb = _read_rgb(s.image_path)
-                    if rgb.shape[:2] != shape:  # the labeller reads colours where the regions are
-                        rgb = np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
-                    examples.append((rgb, pred))
-                    examples += [(rgb, {k: v}) for k, v in truth.items() if k not in pred]  # missed: the truth
-            labeler = RegionLabeler.fit(labels, examples)
-        ev_y = np.array([s.label for s in splits["evaluation"]])
-        ev_pred = scores[nv:] > decision.image_threshold
-        performance = _performance(ev_y, ev_pred)
-        write_manifest(tmp, {
-            "backend": "anomalib", "model": model, "backbone": backbone, "layers": layers,
-            "model_image_size": image_size, "model_kwargs": model_kwargs, "image_size": list(size), "resize": resize, "seed": seed,
-            "segmentation": bool(labels), "labels": labels, "colors": [c.upper() for c in colors],
-            "decision": decision.to_dict(), "labeler": labeler.to_dict() if labeler else None,
+    def build(folder: Path) -> dict[str, float]:
+        trained = trainer.build(plan, folder, weights_dir=store.home / "weights", progress=progress)
+        truth = [int(s.label) for s in plan.splits["evaluation"]]
+        performance = performance_at(truth, trained.evaluation_anomalous)
+        evaluation = None
+        if trained.evaluation_p_anomaly is not None:
+            evaluation = {"labels": truth, "p_anomaly": [round(float(p), 6) for p in trained.evaluation_p_anomaly]}
+        write_version_manifest(folder, {
+            **trained.manifest,
+            "backend": trainer.backend, "image_size": list(plan.image_size), "resize": plan.resize,
+            "seed": plan.seed, "segmentation": bool(plan.labels), "labels": plan.labels, "colors": plan.colors,
             "dataset": str(ds.root),
-            "splits": {k: [str(s.image_path) for s in v] for k, v in splits.items()},
-            "performance": performance, "trained_at": time.time(),
+            "splits": {k: [str(s.image_path) for s in v] for k, v in plan.splits.items()},
+            "performance": performance, "evaluation": evaluation, "trained_at": time.time(),
         })
-        (tmp / "work" / "predictions.npz").unlink()
-        (tmp / "work").rmdir()
         return performance
 
-    record = store.add_model(project, backend="anomalib", build=build, description=description)
+    record = store.add_model(project, backend=trainer.backend, build=build, description=description)
     return str(record.version)
-
-
-def _mask_shape(s: Sample) -> tuple[int, int]:
-    with Image.open(s.image_path) as im:
-        return im.size[1], im.size[0]
-
-
-def _performance(y: npt.NDArray[np.int64], pred: npt.NDArray[np.bool_]) -> dict[str, float]:
-    """Precision, recall and F1 at the model's decision on the evaluation images (empty when undefined)."""
-    if y.size == 0 or not np.any(y == 1):
-        return {}
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"f1_score": f1, "precision": precision, "recall": recall}
 

@@ -20,11 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from lvkit.shapes import ContentType, DetectAnomalyResult
 
-__all__ = ["BACKENDS", "Backend", "BatchBackend", "get_backend", "load_backend", "read_manifest", "write_manifest"]
+__all__ = ["BACKENDS", "Backend", "BatchBackend", "RawBackend", "get_backend", "load_backend", "read_version_manifest",
+           "write_version_manifest"]
 
-#: the file in every artifact folder that names its backend and options
+#: the file in every artifact folder that names its backend and options (a model version's
+#: manifest; not a dataset's Ground Truth manifest, :func:`lvkit.datasets.write_manifest`)
 MANIFEST = "lvkit.json"
 
 
@@ -54,6 +59,30 @@ class BatchBackend(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class RawBackend(Backend, Protocol):
+    """A backend whose answer can be taken in its three steps, keeping the raw score and anomaly
+    map (``lvkit.eval.run(raw=True)``, heat maps in ``lvkit detect``); the anomalib backend is one.
+
+    ``detect(body, ct)`` must equal ``result(rgb, scores[0], maps[0])`` where ``rgb`` is the
+    decoded image (after ``check_size``) and ``scores, maps = raw(rgb[None])``.
+    """
+
+    def raw(self, batch: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Raw anomaly scores (B,) and anomaly maps (B, H, W) of decoded RGB images (B, H, W, 3)."""
+        ...
+
+    def check_size(self, rgb: npt.NDArray[np.uint8]) -> None:
+        """ValidationException for an image size the model does not accept."""
+        ...
+
+    def result(
+        self, rgb: npt.NDArray[np.uint8], score: float, amap: npt.NDArray[np.floating[Any]]
+    ) -> DetectAnomalyResult:
+        """The DetectAnomalyResult of one decoded image from its raw score and map."""
+        ...
+
+
 Loader = Callable[..., Backend]
 
 
@@ -67,6 +96,18 @@ def _load_anomalib(artifact_dir: Path, **options: Any) -> Backend:
     from lvkit.backends.anomalib import AnomalibBackend
 
     return AnomalibBackend.load(artifact_dir, **options)
+
+
+def _load_openvino(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.anomalib.exported import OpenVINOBackend
+
+    return OpenVINOBackend.load(artifact_dir, **options)
+
+
+def _load_onnx(artifact_dir: Path, **options: Any) -> Backend:
+    from lvkit.backends.anomalib.exported import OnnxBackend
+
+    return OnnxBackend.load(artifact_dir, **options)
 
 
 def _load_replay(artifact_dir: Path, **options: Any) -> Backend:
@@ -85,6 +126,8 @@ def _load_service(artifact_dir: Path, **options: Any) -> Backend:
 BACKENDS: dict[str, Loader] = {
     "anomalib": _load_anomalib,
     "fake": _load_fake,
+    "onnx": _load_onnx,
+    "openvino": _load_openvino,
     "replay": _load_replay,
     "service": _load_service,
 }
@@ -98,17 +141,19 @@ def get_backend(name: str) -> Loader:
         raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}") from None
 
 
-def read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    """The ``lvkit.json`` of an artifact folder."""
+def read_version_manifest(artifact_dir: Path) -> dict[str, Any]:
+    """The ``lvkit.json`` of a model version's artifact folder (its backend and options)."""
     return dict(json.loads((Path(artifact_dir) / MANIFEST).read_text()))
 
 
-def write_manifest(artifact_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write ``lvkit.json`` (the folder itself is made atomic by the store)."""
+def write_version_manifest(artifact_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write a model version's ``lvkit.json`` (the folder itself is made atomic by the store)."""
     (Path(artifact_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
 
 
 def load_backend(artifact_dir: Path, **options: Any) -> Backend:
     """Load the model version in ``artifact_dir`` with the backend its manifest names."""
-    manifest = read_manifest(artifact_dir)
+    manifest = read_version_manifest(artifact_dir)
     return get_backend(manifest["backend"])(Path(artifact_dir), **options)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.backends import write_manifest, read_manifest
-from lvkit.images import DEFAULT_MAX_BYTES, decode_image
+from lvkit.backends import read_version_manifest, write_version_manifest
 from lvkit.errors import ValidationException
+from lvkit.images import DEFAULT_MAX_BYTES, decode_image
 from lvkit.segmentation import build_result
 
 if TYPE_CHECKING:
@@ -83,14 +83,14 @@ class FakeBackend:
     def save(artifact_dir: Path, *, threshold: float = 128.0, segmentation: bool = False,
              image_size: tuple[int, int] | None = None, label: str = "anomaly", color: str = "#FF0000") -> None:
         """Write a brightness-rule model version into ``artifact_dir``."""
-        write_manifest(artifact_dir, {
+        write_version_manifest(artifact_dir, {
             "backend": "fake", "threshold": threshold, "segmentation": segmentation,
             "image_size": list(image_size) if image_size else None, "label": label, "color": color,
         })
 
     @classmethod
     def load(cls, artifact_dir: Path, **options: Any) -> FakeBackend:
-        m = read_manifest(artifact_dir)
+        m = read_version_manifest(artifact_dir)
         handler = brightness_handler(threshold=m["threshold"], segmentation=m["segmentation"],
                                      label=m["label"], color=m["color"])
         size = tuple(m["image_size"]) if m.get("image_size") else None

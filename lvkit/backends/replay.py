@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lvkit.backends import read_manifest, write_manifest
+from lvkit.backends import read_version_manifest, write_version_manifest
 from lvkit.errors import ResourceNotFoundException
 from lvkit.images import DEFAULT_MAX_BYTES, decode_image
 from lvkit.shapes import SUFFIX_TYPES, DetectAnomalyResult
@@ -240,10 +240,6 @@ class ReplayBackend:
         Conflicting lines for one image: refuse the recording, or keep the last.
     max_bytes : int, default 8 MiB
         Request body limit.
-    calibration : dict, optional
-        A recalibrator (``lvkit.eval`` ``to_dict()``) applied to the recorded P(anomaly); the
-        verdict is unchanged and Confidence becomes ``p`` or ``1 - p``, as for the anomalib
-        backend.
 
     Raises
     ------
@@ -268,28 +264,22 @@ class ReplayBackend:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, duplicates: str = "error",
-                 max_bytes: int = DEFAULT_MAX_BYTES, calibration: dict[str, Any] | None = None) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if duplicates not in _DUPLICATES:
             raise ValueError(f"duplicates: expected one of {list(_DUPLICATES)!r}, got {duplicates!r}")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.results = _read(self.path, duplicates)
-        self.calibrator: Any = None
-        if calibration:
-            from lvkit.eval.calibration import calibrator_from_dict
-
-            self.calibrator = calibrator_from_dict(calibration)
 
     def __len__(self) -> int:
         return len(self.results)
 
     @classmethod
-    def load(cls, artifact_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-             calibration: dict[str, Any] | None = None, **_: Any) -> ReplayBackend:
+    def load(cls, artifact_dir: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, **_: Any) -> ReplayBackend:
         """The recording ``recordings.jsonl`` of a model version's artifact folder (``device`` is ignored)."""
-        manifest = read_manifest(artifact_dir)
+        manifest = read_version_manifest(artifact_dir)
         return cls(Path(artifact_dir) / RECORDINGS, duplicates=manifest.get("duplicates", "error"),
-                   max_bytes=max_bytes, calibration=calibration)
+                   max_bytes=max_bytes)
 
     def detect(self, body: bytes, content_type: ContentType) -> DetectAnomalyResult:
         decode_image(body, content_type, max_bytes=self.max_bytes)  # type, sniffing, a complete image
@@ -301,19 +291,7 @@ class ReplayBackend:
                 "a replay model answers only the images recorded there",
                 resource_id=str(self.path), resource_type="MODEL",
             )
-        if self.calibrator is None:
-            return result
-        return _recalibrated(result, self.calibrator)
-
-
-def _recalibrated(result: DetectAnomalyResult, calibrator: Any) -> DetectAnomalyResult:
-    from dataclasses import replace
-
-    import numpy as np
-
-    p_recorded = result.confidence if result.is_anomalous else 1.0 - result.confidence
-    p = float(np.clip(calibrator.predict(np.array([p_recorded]))[0], 0.0, 1.0))
-    return replace(result, confidence=p if result.is_anomalous else 1.0 - p)
+        return result
 
 
 def register_recording(store_or_home: Store | str | os.PathLike[str] | None, project: str,
@@ -378,7 +356,7 @@ def register_recording(store_or_home: Store | str | os.PathLike[str] | None, pro
 
         def build(folder: Path) -> None:
             shutil.copyfile(source, folder / RECORDINGS)
-            write_manifest(folder, {"backend": "replay", "duplicates": duplicates, "recordings": n,
+            write_version_manifest(folder, {"backend": "replay", "duplicates": duplicates, "recordings": n,
                                     "source": source.name})
 
         rec = store.add_model(project, backend="replay", build=build,

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lvkit.backends import read_manifest, write_manifest
+from lvkit.backends import read_version_manifest, write_version_manifest
 from lvkit.errors import API_ERRORS, InternalServerException, LookoutVisionError, ValidationException
 from lvkit.shapes import DetectAnomalyResult
 
@@ -100,7 +100,7 @@ class ServiceBackend:
     def save(artifact_dir: Path, *, endpoint_url: str, project: str, version: str = "latest",
              region: str | None = None) -> None:
         """Write a version that forwards to ``endpoint_url`` (project, version) into ``artifact_dir``."""
-        write_manifest(artifact_dir, {"backend": "service", "endpoint_url": endpoint_url, "project": project,
+        write_version_manifest(artifact_dir, {"backend": "service", "endpoint_url": endpoint_url, "project": project,
                                       "version": str(version), "region": region})
 
     @classmethod
@@ -108,6 +108,6 @@ class ServiceBackend:
         """Build the client from ``lvkit.json`` (other options, like ``device``, are ignored)."""
         from lvkit.boto import boto3_client
 
-        m = read_manifest(artifact_dir)
+        m = read_version_manifest(artifact_dir)
         client = boto3_client(m["endpoint_url"], region_name=m.get("region"))
         return cls(client, m["project"], m.get("version", "latest"))

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import lvkit
+from lvkit.backends.anomalib.train import check_options
 from lvkit.cli import main
-from lvkit.training import check_options
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -75,7 +75,9 @@ def test_a_failed_version_can_be_deleted_so_its_project_can_be(tmp_path, make_fa
     assert hosted.exit_code == 1 and "ConflictException" in hosted.output and "stop it first" in hosted.output
     lv.stop_model(ProjectName="p", ModelVersion="2")
     for version in ("1", "2"):
-        done = runner.invoke(main, ["models", "delete", "--project", "p", "--version", version, "--home", str(tmp_path)])
+        done = runner.invoke(
+            main, ["models", "delete", "--project", "p", "--version", version, "--home", str(tmp_path)]
+        )
         assert done.exit_code == 0, done.output
     assert not (tmp_path / "artifacts" / "p" / "2").exists()
     lv.delete_project(ProjectName="p")  # possible now

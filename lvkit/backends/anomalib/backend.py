@@ -1,8 +1,8 @@
 """AnomalibBackend: a trained anomalib image model answering DetectAnomalies.
 
 A model version's artifact folder holds the anomalib model (``model/``, see
-``_anomalib_core.save_model``) and ``lvkit.json``: the training image size, whether other sizes
-are resized, the decision (``_decision.Decision``: image and pixel thresholds, confidence
+``models.save_model``) and ``lvkit.json``: the training image size, whether other sizes
+are resized, the decision (``decision.Decision``: image and pixel thresholds, confidence
 slope), the anomaly labels with their colours and the region labeller. torch and anomalib are
 imported when a model is loaded, not before.
 
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lvkit.backends import read_manifest
-from lvkit.backends._decision import Decision
-from lvkit.backends._regions import RegionLabeler
+from lvkit.backends import read_version_manifest
+from lvkit.backends.anomalib.decision import Decision
+from lvkit.backends.anomalib.regions import RegionLabeler
 from lvkit.errors import BackendUnavailableError, ValidationException
 from lvkit.images import DEFAULT_MAX_BYTES, decode_image
 from lvkit.segmentation import build_result
@@ -34,13 +34,13 @@ __all__ = ["AnomalibBackend"]
 
 def _core() -> Any:
     try:
-        from lvkit.backends import _anomalib_core
+        from lvkit.backends.anomalib import models
     except ImportError as exc:  # torch/anomalib missing
         raise BackendUnavailableError(
             f"the anomalib backend needs torch, torchvision and anomalib ({exc}); "
             "install them with: pip install torch==2.14.1 torchvision==0.29.1 'lvkit[anomalib]'"
         ) from exc
-    return _anomalib_core
+    return models
 
 
 class AnomalibBackend:
@@ -56,13 +56,14 @@ class AnomalibBackend:
         Where the model runs.
     max_bytes : int
         Request body limit.
-    calibration : dict or None
-        A recalibrator (``lvkit.eval.calibration``) mapping the uncalibrated P(anomaly) to the
-        served one; the verdict is unchanged.
+
+    A recalibrator attached to the version wraps this backend where the service loads it
+    (``lvkit.backends.recalibrated``).
     """
 
-    def __init__(self, model: Any, manifest: dict[str, Any], *, device: str, max_bytes: int = DEFAULT_MAX_BYTES,
-                 calibration: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: Any, manifest: dict[str, Any], *, device: str, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.model = model
         self.manifest = manifest
         self.device = device
@@ -75,19 +76,14 @@ class AnomalibBackend:
         self.colors: list[str] = list(manifest.get("colors", []))
         self.segmentation = bool(manifest.get("segmentation", False))
         self.labeler = RegionLabeler.from_dict(manifest["labeler"]) if manifest.get("labeler") else None
-        self.calibrator: Any = None
-        if calibration:
-            from lvkit.eval.calibration import calibrator_from_dict
-
-            self.calibrator = calibrator_from_dict(calibration)
 
     @classmethod
     def load(cls, artifact_dir: Path, *, device: str = "auto", max_bytes: int = DEFAULT_MAX_BYTES,
-             calibration: dict[str, Any] | None = None, **_: Any) -> AnomalibBackend:
+             **_: Any) -> AnomalibBackend:
         core = _core()
         device = core.resolve_device(device)
         model = core.load_model(Path(artifact_dir) / "model", device=device)
-        return cls(model, read_manifest(artifact_dir), device=device, max_bytes=max_bytes, calibration=calibration)
+        return cls(model, read_version_manifest(artifact_dir), device=device, max_bytes=max_bytes)
 
     # -- the contract -------------------------------------------------------------------------
     def detect(self, body: bytes, content_type: ContentType) -> DetectAnomalyResult:
@@ -132,18 +128,9 @@ class AnomalibBackend:
         scores, maps = _core().predict_raw(self.model, batch, device=self.device)
         return scores, maps
 
-    def probability(self, score: float) -> float:
-        """P(anomaly) as served: the decision's, through the attached recalibrator if any."""
-        p = self.decision.probability(score)
-        if self.calibrator is not None:
-            p = float(np.clip(self.calibrator.predict(np.array([p]))[0], 0.0, 1.0))
-        return p
-
     def result(self, rgb: npt.NDArray[np.uint8], score: float, amap: npt.NDArray[np.floating]) -> DetectAnomalyResult:
         """The DetectAnomalyResult of one image from its raw score and map."""
-        is_anomalous = score > self.decision.image_threshold
-        p = self.probability(score)
-        confidence = p if is_anomalous else 1.0 - p
+        is_anomalous, confidence = self.decision.verdict(score)
         label_map = None
         if self.segmentation and self.decision.pixel_threshold is not None and self.labeler is not None:
             label_map = self.labeler.label_map(rgb, amap > self.decision.pixel_threshold)

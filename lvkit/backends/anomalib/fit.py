@@ -1,4 +1,4 @@
-"""Training of the anomalib models of :mod:`lvkit.backends._anomalib_core` (its ``fit``).
+"""Training of the anomalib models of :mod:`lvkit.backends.anomalib.models` (its ``fit``).
 
 Split from the core module for size; it uses the core's model specs, seeding and array helpers.
 torch, lightning and anomalib are imported inside the functions.
@@ -6,23 +6,24 @@ torch, lightning and anomalib are imported inside the functions.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.backends._anomalib_core import (
+from lvkit.backends.anomalib.models import (
     CONFIG_ATTR,
     ModelSpec,
     Progress,
-    _quiet,
-    _resized,
-    _seeded,
-    _spec,
-    _to_tensor,
+    model_spec,
+    quiet,
+    resize_batch,
     resolve_device,
+    seeded,
+    to_tensors,
 )
 
 if TYPE_CHECKING:
@@ -78,16 +79,18 @@ def fit(
     config = getattr(model, CONFIG_ATTR, None)
     if config is None:
         raise ValueError("expected a model from build_model or load_model (it has no lvkit_config)")
-    spec = _spec(config["name"])
+    spec = model_spec(config["name"])
     report = progress or (lambda stage, fraction: None)
     target = torch.device(resolve_device(device))
-    images = _resized(_to_tensor(train_images, same_size=False), config["image_size"])
+    images = resize_batch(to_tensors(train_images, same_size=False), config["image_size"])
     inner: Any = model.model
     needed = int(inner.classifier.n_pca_components) if config["name"] == "dfkde" else 1
     if len(images) < needed:
-        raise ValueError(f"{config['name']} needs at least {needed} training images (n_pca_components), got {len(images)}")
+        raise ValueError(
+            f"{config['name']} needs at least {needed} training images (n_pca_components), got {len(images)}"
+        )
     model.to(target)
-    with _seeded(seed):
+    with seeded(seed):
         if isinstance(model, MemoryBankMixin):
             _fit_memory_bank(model, images, spec.batch_size, target, report)
         else:
@@ -102,15 +105,50 @@ def _fit_memory_bank(model: Any, images: torch.Tensor, batch_size: int, device: 
     model.train()
     transform = model.pre_processor.transform
     n = len(images)
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet():
         for start in range(0, n, batch_size):
             batch = transform(images[start : start + batch_size].to(device))
             model.training_step(ImageBatch(image=batch), start // batch_size)
             report("extract", min(start + batch_size, n) / n)
         report("fit", 0.0)
-        model.fit()
+        with _coreset_progress(report):
+            model.fit()
         model._is_fitted = torch.tensor([True], device=device)
     report("fit", 1.0)
+
+
+@contextlib.contextmanager
+def _coreset_progress(report: Progress) -> Iterator[None]:
+    """Report PatchCore's coreset selection (most of its training time) as ``("fit", f)``.
+
+    anomalib's ``KCenterGreedy`` loops over ``tqdm(range(coreset_size - 1))``; while
+    ``model.fit()`` runs, that name is replaced by an iterator that reports every 1% instead
+    of drawing a bar. Where anomalib has no such loop the stage reports only start and end.
+    """
+    try:
+        from anomalib.models.components.sampling import k_center_greedy as kcg
+    except ImportError:  # pragma: no cover - depends on the anomalib release
+        yield
+        return
+    if not hasattr(kcg, "tqdm"):  # pragma: no cover - depends on the anomalib release
+        yield
+        return
+
+    def reporting(iterable: Iterable[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        items = list(iterable) if not hasattr(iterable, "__len__") else iterable
+        n = max(1, len(items))  # type: ignore[arg-type]
+        step = max(1, n // 100)
+        for i, item in enumerate(items):
+            if i % step == 0:
+                report("fit", i / n)
+            yield item
+
+    original = kcg.tqdm
+    kcg.tqdm = reporting
+    try:
+        yield
+    finally:
+        kcg.tqdm = original
 
 
 def _collate_normal(items: list[torch.Tensor]) -> Any:
@@ -154,7 +192,7 @@ def _fit_lightning(
             done = trainer.current_epoch * trainer.num_training_batches + args[-1] + 1
             report("train", min(1.0, done / total))
 
-    with tempfile.TemporaryDirectory(prefix="lvkit-train-") as root, _quiet():
+    with tempfile.TemporaryDirectory(prefix="lvkit-train-") as root, quiet():
         arguments = dict(model.trainer_arguments)
         arguments.update(
             accelerator="gpu" if device.type == "cuda" else "cpu",

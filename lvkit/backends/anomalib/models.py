@@ -7,14 +7,14 @@ disabled), and callers put thresholds, confidence and masks on top.
 What is not emulated or supported:
 
 - Models that need a timm backbone take any timm CNN; only the default, ``tf_efficientnet_lite0``,
-  has weights that ship offline (see :mod:`lvkit.backends._weights`).
+  has weights that ship offline (see :mod:`lvkit.backends.anomalib.weights`).
 - ``efficient_ad`` and ``draem`` need downloads anomalib makes on first use (a distilled teacher
   and Imagenette; the DTD textures); :func:`build_model` checks for them and fails at once with
   the paths to fill instead.
 - Models whose anomalib class hard-codes its backbone by name (FastFlow, Reverse Distillation,
   CFA, CS-Flow, U-Flow) are left out: they cannot take the offline backbone.
 - PatchCore's coreset selection needs the allocator setting of
-  :mod:`lvkit.backends._train_worker`; train it through :func:`train_in_subprocess`.
+  :mod:`lvkit.backends.anomalib.worker`; train it through :func:`lvkit.backends.anomalib.worker.train_in_subprocess`.
 
 torch, lightning and anomalib are imported inside the functions.
 """
@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.backends import _weights
-from lvkit.backends._train_worker import train_in_subprocess
+from lvkit.backends.anomalib import weights
 from lvkit.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -48,12 +47,10 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "build_model",
-    "fit",
     "load_model",
     "predict_raw",
     "resolve_device",
     "save_model",
-    "train_in_subprocess",
 ]
 
 Progress = Callable[[str, float], None]
@@ -137,7 +134,7 @@ def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
     }
 
 
-def _spec(name: str) -> ModelSpec:
+def model_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
@@ -165,7 +162,7 @@ def resolve_device(device: str | torch.device = "auto") -> str:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """Seed python, numpy and torch for the block and restore their states afterwards."""
     import torch
 
@@ -226,7 +223,7 @@ def build_model(
         ``False`` builds an untrained module to load a saved state into: nothing is read or
         downloaded, and the resource checks of ``draem``/``efficient_ad`` are skipped.
     backbone_weights : path-like, optional
-        A local timm state dict for ``backbone`` (see :func:`_weights.local_backbone_weights`).
+        A local timm state dict for ``backbone`` (see :func:`lvkit.backends.anomalib.weights.local_backbone_weights`).
     seed : int, default 0
         Seeds random initialisation (PaDiM's feature subset, student and decoder networks).
     **model_kwargs
@@ -279,7 +276,7 @@ def _build(
     model_kwargs: dict[str, Any],
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> AnomalibModule:
-    spec = _spec(name)
+    spec = model_spec(name)
     cls = _anomalib_classes()[name]
     kwargs: dict[str, Any] = {**spec.kwargs, **model_kwargs}
     config: dict[str, Any] = {"name": name, "image_size": int(image_size), "backbone": None, "layers": None}
@@ -292,20 +289,22 @@ def _build(
             raise ValueError(f"model {name!r} has its own network; it takes no backbone, layers or backbone_weights")
         pre_processor = cls.configure_pre_processor(image_size=size)
     else:
-        arch = backbone or _weights.DEFAULT_BACKBONE
-        if layers is None and arch != _weights.DEFAULT_BACKBONE:
-            raise ValueError(f"layers must be given for backbone {arch!r} (defaults exist for {_weights.DEFAULT_BACKBONE})")
+        arch = backbone or weights.DEFAULT_BACKBONE
+        if layers is None and arch != weights.DEFAULT_BACKBONE:
+            raise ValueError(
+                f"layers must be given for backbone {arch!r} (defaults exist for {weights.DEFAULT_BACKBONE})"
+            )
         chosen = [str(layer) for layer in (layers if layers is not None else spec.layers)]
         timm_arch = arch
-        if pretrained and (arch == _weights.DEFAULT_BACKBONE or backbone_weights is not None):
+        if pretrained and (arch == weights.DEFAULT_BACKBONE or backbone_weights is not None):
             if weights_dir is None:
                 raise ValueError(f"weights_dir is required to stage the pretrained weights of {arch!r}")
             if backbone_weights is None:
-                weights_file = _weights.default_backbone_weights(weights_dir)
+                weights_file = weights.default_backbone_weights(weights_dir)
             else:
-                weights_file = _weights.local_backbone_weights(arch, backbone_weights, weights_dir)
-            timm_arch = _weights.timm_name(weights_file)
-        mean, std = mean_std if mean_std is not None else _weights.backbone_mean_std(timm_arch)
+                weights_file = weights.local_backbone_weights(arch, backbone_weights, weights_dir)
+            timm_arch = weights.timm_name(weights_file)
+        mean, std = mean_std if mean_std is not None else weights.backbone_mean_std(timm_arch)
         kwargs["backbone"] = timm_arch
         if spec.pretrained_arg:
             kwargs["pre_trained"] = pretrained
@@ -313,10 +312,10 @@ def _build(
         config.update(backbone=arch, layers=chosen, mean=list(mean), std=list(std))
         pre_processor = _pre_processor(mean, std, int(image_size))
     if pretrained:
-        _weights.check_downloads(name, kwargs)
+        weights.check_downloads(name, kwargs)
 
     def construct() -> AnomalibModule:
-        with _seeded(seed), _quiet():
+        with seeded(seed), quiet():
             return cls(**kwargs, pre_processor=pre_processor, post_processor=False, evaluator=False, visualizer=False)
 
     with contextlib.ExitStack() as stack:
@@ -324,11 +323,11 @@ def _build(
             # the class always asks timm for pretrained weights: give it timm's own random
             # initialisation from a temporary local-dir (the saved state replaces it)
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="lvkit-backbone-"))
-            kwargs["backbone"] = _weights.timm_name(_weights.placeholder_backbone(str(config["backbone"]), folder))
+            kwargs["backbone"] = weights.timm_name(weights.placeholder_backbone(str(config["backbone"]), folder))
         if name == "draem" and not pretrained:  # no anomaly sources needed to predict
             kwargs["dtd_dir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="lvkit-dtd-"))
         if spec.backbone == "timm" and pretrained and not str(kwargs["backbone"]).startswith("local-dir:"):
-            model = _weights.with_pretrained_download(construct, backbone=str(kwargs["backbone"]), what=f"for {name}")
+            model = weights.with_pretrained_download(construct, backbone=str(kwargs["backbone"]), what=f"for {name}")
         else:
             model = construct()
     setattr(model, CONFIG_ATTR, config)  # the recipe save_model stores
@@ -343,7 +342,7 @@ def _check_json(config: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence third-party warnings and timm's expected-keys log inside anomalib/timm/lightning calls."""
     # timm logs "Unexpected keys ..." when features_only drops the head; Lightning logs tips
     loggers = [logging.getLogger(name) for name in ("timm.models._builder", "lightning.pytorch", "lightning.fabric")]
@@ -364,7 +363,9 @@ def _quiet() -> Iterator[None]:
 # --------------------------------------------------------------------------- arrays
 
 
-def _to_tensor(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], *, same_size: bool) -> list[torch.Tensor]:
+def to_tensors(
+    images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], *, same_size: bool
+) -> list[torch.Tensor]:
     """uint8 (H, W, 3) images -> float (3, H, W) tensors in [0, 1]."""
     import torch
 
@@ -383,7 +384,7 @@ def _to_tensor(images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]], 
     return out
 
 
-def _resized(tensors: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+def resize_batch(tensors: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """Stack (3, H, W) tensors resized to (size, size), bilinear with antialiasing.
 
     Training and prediction both resize here: anomalib resizes with antialiasing in training
@@ -432,14 +433,14 @@ def predict_raw(
     config = getattr(model, CONFIG_ATTR, None)
     if config is None:
         raise ValueError("expected a model from build_model or load_model (it has no lvkit_config)")
-    tensors = _to_tensor(images, same_size=True)
+    tensors = to_tensors(images, same_size=True)
     height, width = tensors[0].shape[1:]
     target = torch.device(resolve_device(device))
     model.to(target).eval()
     scores, maps = [], []
     with torch.inference_mode():
         for start in range(0, len(tensors), batch_size):
-            batch = _resized(tensors[start : start + batch_size], config["image_size"]).to(target)
+            batch = resize_batch(tensors[start : start + batch_size], config["image_size"]).to(target)
             out = model(batch)
             score = out.pred_score.reshape(len(batch)).float()
             if out.anomaly_map is None:
@@ -471,11 +472,11 @@ def save_model(model: AnomalibModule, path_dir: str | os.PathLike[str]) -> Path:
     folder = Path(path_dir)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _weights.atomic_write(folder / STATE_NAME, lambda tmp: torch.save(state, tmp))
+    weights.atomic_write(folder / STATE_NAME, lambda tmp: torch.save(state, tmp))
     import anomalib
 
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "anomalib": anomalib.__version__, **config}
-    _weights.atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    weights.atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     return folder
 
 
@@ -530,6 +531,3 @@ def _resize_buffers(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
         if attr in owner._buffers and (current is None or current.shape != value.shape):
             owner._buffers[attr] = torch.empty_like(value)
 
-
-# ``fit`` lives in its own module (training is the longest part); it is part of this API.
-from lvkit.backends._anomalib_fit import fit  # noqa: E402  (after the names it imports from here)

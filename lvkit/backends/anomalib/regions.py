@@ -65,7 +65,11 @@ class RegionLabeler:
     scale: npt.NDArray[np.float64]
 
     @classmethod
-    def fit(cls, labels: Sequence[str], examples: Sequence[tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[np.bool_]]]]) -> RegionLabeler:
+    def fit(
+        cls,
+        labels: Sequence[str],
+        examples: Sequence[tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[np.bool_]]]],
+    ) -> RegionLabeler:
         """Fit on ``(rgb, {label: bool mask})`` examples; every connected component is a region."""
         feats: list[npt.NDArray[np.float64]] = []
         ys: list[int] = []

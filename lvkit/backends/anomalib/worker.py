@@ -1,4 +1,4 @@
-"""Train one anomalib model in a process of its own: ``python -m lvkit.backends._train_worker CONFIG.json``.
+"""Train one anomalib model in a process of its own: ``python -m lvkit.backends.anomalib.worker CONFIG.json``.
 
 Why a process: PatchCore's coreset selection allocates and frees a large tensor per step, and
 glibc's default allocator then keeps growing the heap (24 GB and an OOM kill for 40 images).
@@ -77,13 +77,11 @@ def _set_allocator() -> bool:
 
 
 def _read_rgb(path: str) -> Any:
-    import numpy as np
-    from PIL import Image
+    from lvkit.images import read_rgb
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return read_rgb(path)
 
 
 def _peak_rss_mb() -> float:
@@ -105,7 +103,8 @@ def _run(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict
 
     import numpy as np
 
-    from lvkit.backends import _anomalib_core as core
+    from lvkit.backends.anomalib import models as core
+    from lvkit.backends.anomalib.fit import fit
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -123,7 +122,7 @@ def _run(config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict
     timings["build_s"] = time.perf_counter() - start
     start = time.perf_counter()
     device = config.get("device") or "auto"
-    core.fit(
+    fit(
         model,
         images,
         device=device,
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if len(args) != 1:
-            raise ValueError("usage: python -m lvkit.backends._train_worker CONFIG.json")
+            raise ValueError("usage: python -m lvkit.backends.anomalib.worker CONFIG.json")
         config = json.loads(Path(args[0]).read_text())
         if not isinstance(config, dict):
             raise ValueError(f"expected a JSON object in {args[0]}, got {type(config).__name__}")
@@ -234,7 +233,7 @@ def train_in_subprocess(
     allocator_fix: bool = True,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Train in a fresh ``python -m lvkit.backends._train_worker`` process and wait for it.
+    """Train in a fresh ``python -m lvkit.backends.anomalib.worker`` process and wait for it.
 
     Parameters
     ----------
@@ -271,7 +270,7 @@ def train_in_subprocess(
         config_path = Path(work) / "config.json"
         config_path.write_text(json.dumps(config, default=str))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lvkit.backends._train_worker", str(config_path)],
+            [sys.executable, "-m", "lvkit.backends.anomalib.worker", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -318,7 +317,9 @@ def train_in_subprocess(
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
         hint = " (out of memory?)" if returncode == -9 else ""
         last = stderr.strip().splitlines()[-5:]
-        raise TrainingFailed(f"the training process {how}{hint}: {' | '.join(last)}", returncode=returncode, stderr=stderr)
+        raise TrainingFailed(
+            f"the training process {how}{hint}: {' | '.join(last)}", returncode=returncode, stderr=stderr
+        )
     if on_progress is not None:
         on_progress({"stage": "done", "progress": 1.0})
     return result

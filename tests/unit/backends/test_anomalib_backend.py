@@ -103,6 +103,32 @@ def test_calibration_attach_changes_confidence_not_verdict(anomalib_home: Path, 
         lv.stop_model(ProjectName="brick", ModelVersion="1")
 
 
+def test_a_recalibrator_moves_the_operating_point_and_describe_shows_it(anomalib_home: Path):
+    """Issue 12, item 3: the verdict is ``p > 0.5`` of the recalibrated P(anomaly), Confidence
+    never falls below 0.5, and DescribeModel's Performance is the one at that operating point."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from lvkit.backends import read_version_manifest
+    from lvkit.eval import PlattCalibrator
+
+    lv = lvkit.client(anomalib_home)
+    describe = lambda: lv.describe_model(ProjectName="brick", ModelVersion="1")["ModelDescription"]  # noqa: E731
+    trained = describe()["Performance"]
+    evaluation = read_version_manifest(lv.service.store.artifact_dir("brick", 1))["evaluation"]
+    assert len(evaluation["labels"]) == len(evaluation["p_anomaly"]) > 0
+    biased = PlattCalibrator(slope=1.0, intercept=2.5)  # P(anomaly) pushed up: more images anomalous
+    lv.service.attach_calibration("brick", "1", biased.to_dict())
+    try:
+        pred = biased.predict(evaluation["p_anomaly"]) > 0.5
+        precision, recall, f1, _ = precision_recall_fscore_support(evaluation["labels"], pred, average="binary",
+                                                                   zero_division=0)
+        assert describe()["Performance"] == pytest.approx({"F1Score": f1, "Recall": recall, "Precision": precision})
+        assert describe()["Performance"] != trained
+    finally:
+        lv.service.attach_calibration("brick", "1", None)
+    assert describe()["Performance"] == trained
+
+
 @pytest.mark.parametrize(("model", "kwargs"), [("padim", {}), ("stfpm", {"epochs": 1})])
 def test_other_models_train_and_serve(tmp_path: Path, tiny_benchmark: Path, model: str, kwargs: dict):
     version = lvkit.train("p", tiny_benchmark, model=model, image_size=128, home=tmp_path, progress=False, **kwargs)

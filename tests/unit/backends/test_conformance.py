@@ -7,6 +7,8 @@ builds a working instance of it and names the image size its model takes.
 - ``replay``: a recording of the fake backend's answers to the suite's images.
 - ``anomalib``: a trained model version's folder from the session fixture
   ``anomalib_version_dir`` (tests/conftest.py); skipped while that fixture does not exist.
+- ``openvino``, ``onnx``: that trained version exported at fp32 (fixture ``exported_version``,
+  tests/unit/backends/conftest.py; skipped without the runtime).
 - ``service``: ``ServiceBackend`` over HTTP to a live ``lvkit serve`` from the fixture
   ``lvkit_server``; skipped while no such fixture is visible here. Also run as
   ``service-in-process``: ``ServiceBackend`` over ``lvkit.client()``.
@@ -104,6 +106,15 @@ def _anomalib(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     return Subject(load_backend(folder, device="cpu"), tuple(manifest["image_size"]))  # type: ignore[arg-type]
 
 
+def _exported(fmt: str) -> Any:
+    def build(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+        folder = request.getfixturevalue("exported_version")(fmt, "fp32")
+        manifest = json.loads((folder / "lvkit.json").read_text())
+        return Subject(load_backend(folder, device="cpu"), tuple(manifest["image_size"]))  # type: ignore[arg-type]
+
+    return build
+
+
 def _host_fake(service: Any, project: str = "conformance") -> str:
     try:
         service.store.get_project(project)
@@ -145,7 +156,7 @@ def _service_in_process(request: pytest.FixtureRequest, tmp_path: Path) -> Subje
 
 
 BUILDERS = {"fake": _fake, "replay": _replay, "anomalib": _anomalib, "service": _service,
-            "service-in-process": _service_in_process}
+            "service-in-process": _service_in_process, "openvino": _exported("openvino"), "onnx": _exported("onnx")}
 
 
 def test_every_registered_backend_has_a_builder() -> None:
@@ -204,3 +215,76 @@ def test_segmentation_invariants(subject: Subject, kind: str) -> None:
         labelled |= here
     assert (code[~labelled] == 0).all(), "pixels outside every label must be black (background)"
     assert (~labelled).mean() == pytest.approx(first.total_percentage_area, abs=1e-9)
+
+
+# --- recalibration: one wrapper for every backend (issue 12, items 2 and 3) ----------------------
+
+#: moves every P(anomaly) up (intercept 3): confident normal answers (P(anomaly) 0.1) turn anomalous
+SHIFT = {"kind": "platt", "slope": 1.0, "intercept": 3.0, "eps": 1e-6}
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "png-normal"])
+def test_a_recalibrator_decides_and_confidence_stays_the_verdicts(subject: Subject, kind: str) -> None:
+    from lvkit.backends.recalibrated import Recalibrated
+    from lvkit.eval import anomaly_score
+    from lvkit.eval.calibration import calibrator_from_dict
+
+    body, content_type = valid_bodies(subject.size)[kind]
+    before = subject.backend.detect(body, content_type)
+    wrapped = Recalibrated(subject.backend, SHIFT)
+    after = wrapped.detect(body, content_type)  # type: ignore[arg-type]
+    p = float(calibrator_from_dict(SHIFT).predict(np.array([anomaly_score(before.is_anomalous, before.confidence)]))[0])
+    assert after.is_anomalous == (p > 0.5)
+    assert after.confidence == pytest.approx(max(p, 1 - p)) and after.confidence >= 0.5
+    assert after.anomaly_mask == before.anomaly_mask and after.anomalies == before.anomalies
+    many = wrapped.detect_many([(body, content_type), (b"", "image/png")])  # type: ignore[list-item]
+    assert many[0] == after and isinstance(many[1], lvkit.ValidationException)
+
+
+def test_the_service_recalibrates_every_backend_on_the_next_request(tmp_path: Path) -> None:
+    from lvkit.backends.replay import Recorder, register_recording
+
+    lv = lvkit.client(tmp_path / "home")
+    body, content_type = valid_bodies((64, 64))["png-normal"]
+    fake = _host_fake(lv.service, "fake")
+    recording = tmp_path / "rec.jsonl"
+    Recorder(load_backend(lv.service.store.artifact_dir("fake", int(fake))), recording).detect(body, "image/png")
+    replay = register_recording(lv.service.store, "replay", recording)
+    for project, version in (("fake", fake), ("replay", replay)):
+        call = dict(ProjectName=project, ModelVersion=version, Body=body, ContentType=content_type)
+        if project == "replay":
+            lv.service.start_model(project, version, 1)
+            lv.service.wait_for(project, version, timeout=30)
+        before = lv.detect_anomalies(**call)["DetectAnomalyResult"]
+        assert before["IsAnomalous"] is False
+        lv.service.attach_calibration(project, version, SHIFT)
+        after = lv.detect_anomalies(**call)["DetectAnomalyResult"]
+        assert after["IsAnomalous"] is True and after["Confidence"] >= 0.5, project
+        lv.service.attach_calibration(project, version, None)
+        assert lv.detect_anomalies(**call)["DetectAnomalyResult"] == before
+    lv.service.close()
+
+
+def test_raw_backends_are_typed_and_recalibration_keeps_the_protocol(tmp_path: Path) -> None:
+    """``lvkit.backends.RawBackend`` is what ``lvkit.eval`` checks (issue 12, item 7)."""
+    from lvkit.backends import RawBackend
+    from lvkit.backends.recalibrated import Recalibrated
+    from lvkit.eval.run import exposes_raw
+
+    fake = _fake(None, tmp_path).backend  # type: ignore[arg-type]
+    assert not isinstance(fake, RawBackend) and not exposes_raw(Recalibrated(fake, SHIFT))
+
+    class Raw(FakeBackend):
+        def raw(self, batch: Any) -> Any:
+            return np.zeros(len(batch), np.float32), np.zeros(batch.shape[:3], np.float32)
+
+        def check_size(self, rgb: Any) -> None:
+            pass
+
+        def result(self, rgb: Any, score: float, amap: Any) -> DetectAnomalyResult:
+            return DetectAnomalyResult(is_anomalous=False, confidence=0.9)
+
+    raw = Raw(lambda rgb: DetectAnomalyResult(is_anomalous=False, confidence=0.9))
+    wrapped = Recalibrated(raw, SHIFT)
+    assert isinstance(raw, RawBackend) and exposes_raw(wrapped)
+    assert wrapped.result(np.zeros((4, 4, 3), np.uint8), 0.0, None).is_anomalous  # recalibrated: 0.1 -> 0.75

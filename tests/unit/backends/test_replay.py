@@ -155,7 +155,8 @@ def test_registered_recording_is_a_model_version(tmp_path: Path, fake, home) -> 
     assert lvkit.DetectAnomalyResult.from_wire(out["DetectAnomalyResult"]) == recorded
     with pytest.raises(lv.exceptions.ResourceNotFoundException):
         lv.detect_anomalies(ProjectName="logged", ModelVersion=version, Body=image(51), ContentType="image/png")
-    # a recalibrator attached to the version changes Confidence, not the verdict
+    # a recalibrator attached to the version: temperature keeps each P(anomaly) on its side of 0.5, so
+    # the verdict stays and Confidence moves towards 0.5
     lv.service.attach_calibration("logged", version, {"kind": "temperature", "temperature": 4.0, "eps": 1e-6})
     calibrated = lv.detect_anomalies(ProjectName="logged", ModelVersion=version, Body=body, ContentType="image/png")
     r = lvkit.DetectAnomalyResult.from_wire(calibrated["DetectAnomalyResult"])
