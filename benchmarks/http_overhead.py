@@ -27,11 +27,7 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 import lvkit
-from lvkit.backends import load_backend, read_manifest
+from lvkit.backends import load_backend, read_version_manifest
 
 
 def make_images(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
@@ -59,35 +55,6 @@ def make_images(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
         Image.fromarray(rgb).save(buf, format="PNG")
         out.append(buf.getvalue())
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``lvkit serve`` as a subprocess on a free loopback port."""
-
-    def __init__(self, home: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "lvkit.server", "--home", str(home), "--port",
-                                      str(self.port), "--log-level", "warning", *args])
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("lvkit serve did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(120)
 
 
 def boto(url: str) -> Any:
@@ -240,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record = store.get_model(project, version)
     artifact_dir = store.artifact_dir(record.project, record.version)
     store.close()
-    manifest = read_manifest(artifact_dir)
+    manifest = read_version_manifest(artifact_dir)
     size = tuple(manifest.get("image_size") or (args.image_size, args.image_size))
     images = make_images(args.images, size)  # type: ignore[arg-type]  # (w, h) from the manifest
     version = str(record.version)
@@ -250,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "backend": manifest.get("backend"), "model": manifest.get("model"), "image_size": list(size),
         "device": args.device,
     }
-    server = Server(home, "--max-batch", str(args.max_batch), "--max-queue", "256", "--device", args.device)
+    server = lvkit.serving(home, device=args.device, max_batch=args.max_batch, max_queue=256, timeout=120)
     try:
         remote = boto(server.url)
         local = lvkit.client(home, device=args.device)
@@ -266,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["concurrent"][u] = concurrent(server.url, project, version, images, args.clients, args.per_client)
         unhost(remote, project, version)
     finally:
-        server.stop()
+        server.stop(timeout=120)
     raw = raw_throughput(artifact_dir, images, args.device, [1, 2, 4, 8, 16], repeats=args.per_client)
     if backend == "fake":
         shutil.rmtree(home, ignore_errors=True)

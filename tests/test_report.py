@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from lvkit.cli import main
-from lvkit.report import find_notebooks, render_index, run_reports, save_headline
+from lvkit.publish import find_notebooks, render_index, run_reports, save_headline
 
 PARAMETERS = 'SMOKE = False\nREPORT_DIR = ""'
 
@@ -32,7 +32,7 @@ def folder(tmp_path: Path) -> Path:
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     _notebook(nbs / "01_good.ipynb",
-              "import os\nfrom lvkit.report import save_headline\n"
+              "import os\nfrom lvkit.publish import save_headline\n"
               "save_headline(REPORT_DIR, '01_good', {'smoke': SMOKE, 'env smoke': os.environ.get('LVKIT_SMOKE'),"
               " 'score': 0.123456}, timings={'seconds': 1.5}, parameters={'N': 3})\n"
               "print('figure-free output')")
@@ -139,7 +139,7 @@ def test_committed_reports_name_no_machine_paths():
 def test_machine_independent_keeps_urls_and_relative_paths(tmp_path, monkeypatch):
     import tempfile
 
-    from lvkit.report import machine_independent
+    from lvkit.publish import machine_independent
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "reports"
