@@ -1,4 +1,4 @@
-"""The notebooks' structure (STYLE.md section 9) and which of them pytest collects.
+"""The notebooks' structure (the rules below, stated here in full) and which of them pytest collects.
 
 Running them is nbval's job (``--nbval-lax`` in pyproject's addopts, ``notebooks`` in
 testpaths); this file checks what running cannot: they are committed stripped, start with a
