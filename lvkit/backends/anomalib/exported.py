@@ -62,6 +62,29 @@ def runtime_version(fmt: str) -> str:
         raise _missing(fmt, exc) from exc
 
 
+def _fixed_batch(run: Runner, n: int) -> Runner:
+    """``run`` for a network whose batch came out static (``n``): chunks of ``n``, the last one
+    padded with copies of its last image (scores and maps are per image, so padding changes no
+    answer). torch.export specialises the batch of some models (PatchCore at a 256 px model size)
+    although the export declares it dynamic."""
+
+    def padded(images: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        scores: list[npt.NDArray[np.float32]] = []
+        maps: list[npt.NDArray[np.float32]] = []
+        for start in range(0, len(images), n):
+            chunk = images[start:start + n]
+            k = len(chunk)
+            if k < n:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - k, axis=0)])
+            score, amap = run(np.ascontiguousarray(chunk))
+            scores.append(np.asarray(score)[:k])
+            if amap is not None:
+                maps.append(np.asarray(amap)[:k])
+        return np.concatenate(scores), (np.concatenate(maps) if maps else None)
+
+    return padded
+
+
 class ExportedBackend(AnomalibBackend):
     """An exported anomalib version: AnomalibBackend's decision on another runtime's raw outputs.
 
@@ -151,7 +174,8 @@ class OpenVINOBackend(ExportedBackend):
             out = request.infer([images])
             return out[0].copy(), (out[1].copy() if n_out > 1 else None)
 
-        return run, "CPU"
+        batch = compiled.input(0).get_partial_shape()[0]
+        return (_fixed_batch(run, batch.get_length()) if batch.is_static else run), "CPU"
 
 
 class OnnxBackend(ExportedBackend):
@@ -190,4 +214,5 @@ class OnnxBackend(ExportedBackend):
             out = session.run(None, {name: images})
             return np.asarray(out[0]), (np.asarray(out[1]) if n_out > 1 else None)
 
-        return run, "cpu" if device == "auto" else device
+        batch = session.get_inputs()[0].shape[0]
+        return (_fixed_batch(run, batch) if isinstance(batch, int) else run), "cpu" if device == "auto" else device

@@ -191,3 +191,25 @@ def test_reduced_precision_exports_stay_close(fmt: str, precision: str, min_agre
     if precision == "int8":
         fit = sorted(json.loads((anomalib_version_dir / "lvkit.json").read_text())["splits"]["fit"])
         assert export["calibration"]["images"] == fit[:32] and export["calibration"]["split"] == "fit"
+
+
+def test_a_network_with_a_static_batch_is_fed_in_padded_chunks() -> None:
+    """torch.export specialised the batch of PatchCore at a 256 px model size (the default), so
+    exported versions answered only batches of the example's size; the backends pad instead."""
+    from lvkit.backends.anomalib.exported import _fixed_batch
+
+    calls: list[int] = []
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert len(images) == 3, "the network takes batches of exactly 3"
+        calls.append(len(images))
+        return images.mean(axis=(1, 2, 3)).astype(np.float32), images[..., 0].astype(np.float32)
+
+    images = np.random.default_rng(0).integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    padded = _fixed_batch(run, 3)
+    for n in (1, 3, 7):
+        scores, maps = padded(images[:n])
+        assert scores.shape == (n,) and maps is not None and maps.shape == (n, 4, 4)
+        np.testing.assert_array_equal(scores, images[:n].mean(axis=(1, 2, 3)).astype(np.float32))
+        np.testing.assert_array_equal(maps, images[:n, ..., 0])
+    assert calls == [3] * 5  # 1 image: one chunk, 3: one, 7: three (the last padded)
