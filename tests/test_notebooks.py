@@ -24,14 +24,14 @@ import pytest
 from lvkit.publish import KERNELSPEC, TEST_TAG, clean_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXPECTED = ["01_quickstart", "02_calibration", "03_mask_iou", "04_throughput", "05_backends"]
+EXPECTED = ["01_quickstart", "02_calibration", "03_mask_iou", "04_throughput", "05_backends", "06_runtimes"]
 SMOKE_LINE = 'SMOKE = SMOKE or os.environ.get("LVKIT_SMOKE") == "1"'
 #: what a notebook may import besides the standard library and lvkit's public modules
 DISPLAY = {"IPython", "matplotlib", "numpy", "pandas", "torch"}  # torch: only torch.cuda.is_available()
 #: the parameters that point a notebook at any dataset and model version, with their defaults
 ANY_DATASET = {"DATASET": "", "PROJECT": None, "MODEL_VERSION": None, "HOME": "", "CLEANUP": False}
 #: the notebooks whose numbers score verdicts or masks on test images: they warn about small samples
-SCORING = ["01_quickstart", "02_calibration", "03_mask_iou", "05_backends"]
+SCORING = ["01_quickstart", "02_calibration", "03_mask_iou", "05_backends", "06_runtimes"]
 
 
 def _load(path: Path) -> dict:
@@ -58,7 +58,7 @@ def notebook(request: pytest.FixtureRequest) -> dict:
     return _load(NOTEBOOKS / f"{request.param}.ipynb")
 
 
-def test_the_five_notebooks_are_there():
+def test_the_six_notebooks_are_there():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
 
@@ -268,6 +268,6 @@ def test_gpu_and_aws_notebooks_are_left_out_unless_opted_in(collection, tmp_path
         "b_gpu.ipynb", "c_aws.ipynb", "d_both.ipynb"]  # only "1" opts in
 
 
-def test_the_five_notebooks_are_all_collected(collection):
+def test_the_six_notebooks_are_all_collected(collection):
     assert collection.ignored(NOTEBOOKS, {}) == []
     assert collection.collect_ignore == []
