@@ -236,10 +236,26 @@ def _resize_matrix(n: int, side: int) -> Any:
     return out.reshape(n, side).float()
 
 
-def _images(paths: list[str]) -> list[npt.NDArray[np.uint8]]:
+def _images(paths: list[str], batch: int = 1) -> list[npt.NDArray[np.uint8]]:
+    """Calibration inputs: ``batch`` images each (the network's batch when it came out static;
+    the last one padded with copies of its last image)."""
     from lvkit.images import read_rgb
 
-    return [read_rgb(p)[None] for p in paths]
+    images = [read_rgb(p) for p in paths]
+    chunks = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        chunk += [chunk[-1]] * (batch - len(chunk))
+        chunks.append(np.stack(chunk))
+    return chunks
+
+
+def _onnx_batch(path: Path) -> int:
+    """The batch of an ONNX graph's input when it is static, else 1."""
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") else 1
 
 
 def _to_openvino(onnx_path: Path, xml_path: Path, precision: str, calibration: list[str]) -> None:
@@ -251,7 +267,7 @@ def _to_openvino(onnx_path: Path, xml_path: Path, precision: str, calibration: l
 
         from lvkit.backends.anomalib.models import quiet
 
-        data = _images(calibration)
+        data = _images(calibration, _onnx_batch(onnx_path))
         with quiet(), _quiet_logs("nncf"):
             model = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data),
                                   ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False))
@@ -264,7 +280,7 @@ def _quantize_onnx(src: Path, dst: Path, calibration: list[str], work: Path) -> 
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]  # untyped base
         def __init__(self) -> None:
-            self.items = iter([{"image": image} for image in _images(calibration)])
+            self.items = iter([{"image": image} for image in _images(calibration, _onnx_batch(src))])
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.items, None)
