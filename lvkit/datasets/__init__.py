@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lvkit.datasets._masks import color_mask, read_label_masks, union_mask
+from lvkit.datasets._masks import color_mask, image_shape, read_label_masks, union_mask
 from lvkit.datasets._records import PALETTE, Dataset, Sample, assign_colors
 from lvkit.datasets.folder import load, load_folder, load_mvtec
 from lvkit.datasets.manifest import load_manifest, write_manifest
@@ -27,6 +27,7 @@ __all__ = [
     "color_mask",
     "Dataset",
     "generate",
+    "image_shape",
     "load",
     "load_folder",
     "load_manifest",

@@ -6,6 +6,7 @@ and ``lvkit.errors`` only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def read_label_masks(
         return {}
     img = _open(sample.mask_path)
     if shape is None:
-        shape = _image_shape(sample.image_path)
+        shape = image_shape(sample.image_path)
     if (img.height, img.width) != tuple(shape):
         raise DatasetError(
             f"mask {sample.mask_path} is {img.width}x{img.height} but its image {sample.image_path} "
@@ -99,7 +100,8 @@ def read_label_masks(
     return masks
 
 
-def _image_shape(path: Path) -> tuple[int, int]:
+def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header; DatasetError if it cannot be read."""
     try:
         with Image.open(path) as img:
             return img.height, img.width

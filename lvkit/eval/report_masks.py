@@ -94,14 +94,6 @@ def _has_map(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 2 and bool(np.all(np.isfinite(value)))
 
 
-def _image_shape(path: Any) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-    return h, w
-
-
 def _collect(df: pd.DataFrame, samples: Any) -> list[dict[str, Any]]:
     """Per successful row: defect type, true label masks, predicted label masks (or None), map (or None).
 
@@ -110,7 +102,7 @@ def _collect(df: pd.DataFrame, samples: Any) -> list[dict[str, Any]]:
     a defect image scores IoU 0 instead of being left out. A table without any mask (a
     classification model, ``keep_masks=False``) has nothing to score (``None``).
     """
-    from lvkit.datasets import read_label_masks
+    from lvkit.datasets import image_shape, read_label_masks
 
     by_path = {str(s.image_path): s for s in getattr(samples, "samples", samples)}
     ok = ok_rows(df)
@@ -131,7 +123,7 @@ def _collect(df: pd.DataFrame, samples: Any) -> list[dict[str, Any]]:
         elif png is not None:
             shape = _png_shape(png)
         else:
-            shape = _image_shape(sample.image_path)
+            shape = image_shape(sample.image_path)
         truth = {anomaly_name(k): v for k, v in read_label_masks(sample, shape=shape).items()}
         colors = r["anomalies"] if isinstance(r.get("anomalies"), dict) else {}
         pred = predicted_label_masks(png, colors) if png is not None else ({} if answered_with_masks else None)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from lvkit.backends.anomalib.decision import fit_decision, fit_pixel_threshold
 from lvkit.backends.anomalib.regions import RegionLabeler, predicted_regions
-from lvkit.datasets import Sample, read_label_masks, union_mask
+from lvkit.datasets import read_label_masks, union_mask
 from lvkit.errors import ValidationException
 from lvkit.images import MAX_SIDE, read_rgb
 from lvkit.progress import StageProgress
@@ -67,11 +67,6 @@ def _resized(mask: npt.NDArray[np.bool_], shape: tuple[int, ...]) -> npt.NDArray
     if mask.shape == tuple(shape):
         return mask
     return np.asarray(Image.fromarray(mask).resize((shape[1], shape[0]), Image.Resampling.NEAREST), dtype=bool)
-
-
-def _image_shape(s: Sample) -> tuple[int, int]:
-    with Image.open(s.image_path) as im:
-        return im.size[1], im.size[0]
 
 
 @dataclass
@@ -166,13 +161,14 @@ class AnomalibTrainer:
         if not plan.labels:
             return decision, None
         shape = maps.shape[1:]
-        true = [_resized(union_mask(read_label_masks(s), _image_shape(s)), shape) for s in validation]
-        decision = type(decision)(decision.image_threshold, decision.slope,
-                                  fit_pixel_threshold(maps[:nv], np.stack(true)))
+        # each sample's masks read once, at the maps' size (nearest neighbour commutes with the union)
+        truths = [{anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()} for s in validation]
+        true = np.stack([union_mask(t, shape) for t in truths])
+        decision = type(decision)(decision.image_threshold, decision.slope, fit_pixel_threshold(maps[:nv], true))
         examples = []
         for i, s in enumerate(validation):
             if s.label == 1:
-                truth = {anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()}
+                truth = truths[i]
                 pred = predicted_regions(maps[i] > decision.pixel_threshold, truth)
                 rgb = read_rgb(s.image_path)
                 if rgb.shape[:2] != shape:  # the labeller reads colours where the regions are
