@@ -229,6 +229,8 @@ def test_client_methods_and_not_implemented_make_up_the_description():
 
 def test_client_parameters_and_status_are_the_description(lv):
     for name, op in operations().items():
+        if name in NOT_IMPLEMENTED:
+            continue
         shape = DESCRIPTION["shapes"][DESCRIPTION["operations"][name]["input"]["shape"]]
         with pytest.raises(ParamValidationError) as err:
             getattr(lv, op.method_name)(Bogus=1)
@@ -241,4 +243,5 @@ def test_client_parameters_and_status_are_the_description(lv):
     assert lv.describe_project(ProjectName="demo")["ResponseMetadata"]["HTTPStatusCode"] == 200
     paginators = json.loads((MODEL_DIR / "paginators-1.json").read_text())
     assert paginated() == set(paginators["pagination"])
-    assert {m for m in vars(LookoutVisionClient) if lv.can_paginate(m)} == {"list_models", "list_projects"}
+    served = {operations()[name].method_name for name in paginated() - NOT_IMPLEMENTED}
+    assert {m for m in vars(LookoutVisionClient) if lv.can_paginate(m)} == served >= {"list_models", "list_projects"}
