@@ -12,6 +12,7 @@ from PIL import Image
 
 import lvkit
 from lvkit.backends.fake import FakeBackend
+from tests.s3 import s3_env, s3_server  # noqa: F401  (fixtures for the whole tree)
 
 
 def png_bytes(rgb: np.ndarray, *, mode: str | None = None, fmt: str = "PNG") -> bytes:
