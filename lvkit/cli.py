@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from lvkit.cli_common import client_for, home_option, print_json
+from lvkit.cli_datasets import datasets, models_create
 from lvkit.errors import AccessDeniedException, ConflictException, DatasetError, LookoutVisionError, LvkitError
 from lvkit.hosting import HostingOptions
 from lvkit.images import DEFAULT_MAX_BYTES
@@ -23,17 +25,6 @@ __all__ = ["main"]
 
 #: the hosting defaults ``lvkit serve``'s options show (the library's, never typed here)
 _HOSTING = HostingOptions()
-
-
-def _client(home: str | None) -> Any:
-    from lvkit.client import client
-
-    return client(home)
-
-
-def _print_json(data: dict[str, Any]) -> None:
-    data = {k: v for k, v in data.items() if k != "ResponseMetadata"}
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 class _Group(click.Group):
@@ -48,10 +39,6 @@ class _Group(click.Group):
         except (DatasetError, LvkitError) as exc:
             click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
             sys.exit(1)
-
-
-home_option = click.option("--home", envvar="LVKIT_HOME", default=None, type=click.Path(file_okay=False),
-                           help="State folder (default $LVKIT_HOME or ~/.lvkit).")
 
 
 @click.group(cls=_Group)
@@ -106,7 +93,7 @@ def train(project: str, dataset: str, model: str, backbone: str | None, layers: 
     version = run(project, dataset, model=model, backbone=backbone,
                   layers=layers.split(",") if layers else None, image_size=image_size, epochs=epochs,
                   resize=resize, device=device, seed=seed, description=description, home=home)
-    _print_json(_client(home).describe_model(ProjectName=project, ModelVersion=version))
+    print_json(client_for(home).describe_model(ProjectName=project, ModelVersion=version))
 
 
 @main.command()
@@ -125,7 +112,7 @@ def export(project: str, version: str, fmt: str, precision: str, calibration_ima
 
     options: dict[str, Any] = {} if calibration_images is None else {"calibration_images": calibration_images}
     new = export_version(home, project, version, format=fmt, precision=precision, description=description, **options)
-    _print_json(_client(home).describe_model(ProjectName=project, ModelVersion=new))
+    print_json(client_for(home).describe_model(ProjectName=project, ModelVersion=new))
 
 
 @main.command()
@@ -202,7 +189,7 @@ def detect(images: tuple[str, ...], project: str, version: str, content_type: st
 
 def _detect_client(home: str | None, endpoint_url: str | None, workers: int) -> Any:
     if endpoint_url is None:
-        return _client(home)
+        return client_for(home)
     from botocore.config import Config
 
     from lvkit.boto import boto3_client
@@ -258,7 +245,11 @@ def _write_rows(rows: Any, out: str | None, *, total: int, progress: bool) -> di
 
 @main.group(cls=_Group)
 def models() -> None:
-    """List, describe, start and stop model versions."""
+    """Create (train from the datasets), list, describe, start, stop and delete model versions."""
+
+
+models.add_command(models_create)
+main.add_command(datasets)
 
 
 @models.command("list")
@@ -266,7 +257,7 @@ def models() -> None:
 @home_option
 def models_list(project: str, home: str | None) -> None:
     """List a project's model versions."""
-    lv = _client(home)
+    lv = client_for(home)
     pages = []
     token = None
     while True:
@@ -287,7 +278,7 @@ def models_list(project: str, home: str | None) -> None:
 @home_option
 def models_describe(project: str, version: str, home: str | None) -> None:
     """Print DescribeModel's JSON."""
-    _print_json(_client(home).describe_model(ProjectName=project, ModelVersion=version))
+    print_json(client_for(home).describe_model(ProjectName=project, ModelVersion=version))
 
 
 @models.command("start")
@@ -298,7 +289,7 @@ def models_describe(project: str, version: str, home: str | None) -> None:
 @home_option
 def models_start(project: str, version: str, min_units: int, max_units: int | None, home: str | None) -> None:
     """Start hosting a model version (returns once it is hosted)."""
-    lv = _client(home)
+    lv = client_for(home)
     kw: dict[str, Any] = {"MaxInferenceUnits": max_units} if max_units else {}
     lv.start_model(ProjectName=project, ModelVersion=version, MinInferenceUnits=min_units, **kw)
     d = lv.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"]
@@ -316,7 +307,7 @@ def models_delete(project: str, version: str, home: str | None) -> None:
     from lvkit.validation import check_version
 
     check_version(version)
-    store = _client(home).service.store
+    store = client_for(home).service.store
     m = store.delete_model(project, version)
     click.echo(f"deleted {m.project}/{m.version} ({m.status})")
 
@@ -344,7 +335,7 @@ def models_calibrate(project: str, version: str, calibration: str | None, detach
             data = json.loads(Path(calibration).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise click.UsageError(f"{calibration}: not a JSON file ({exc})") from None
-    lv = _client(home)
+    lv = client_for(home)
     d = lv.attach_calibration(ProjectName=project, ModelVersion=version, Calibration=data)["ModelDescription"]
     performance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(d.get("Performance", {}).items())) or "none recorded"
     what = f"attached {data.get('kind')}" if isinstance(data, dict) else "detached"
@@ -365,7 +356,7 @@ def models_calibrate(project: str, version: str, calibration: str | None, detach
 @home_option
 def models_stop(project: str, version: str, home: str | None) -> None:
     """Stop hosting a model version."""
-    lv = _client(home)
+    lv = client_for(home)
     lv.stop_model(ProjectName=project, ModelVersion=version)
     d = lv.describe_model(ProjectName=project, ModelVersion=version)["ModelDescription"]
     click.echo(f"{project}/{d['ModelVersion']}: {d['Status']}")
@@ -375,7 +366,7 @@ def models_stop(project: str, version: str, home: str | None) -> None:
 @home_option
 def projects(home: str | None) -> None:
     """List projects."""
-    lv = _client(home)
+    lv = client_for(home)
     for p in lv.list_projects()["Projects"]:
         click.echo(f"{p['ProjectName']}  {p['ProjectArn']}")
 

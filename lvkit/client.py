@@ -11,7 +11,11 @@ ValidationException, as the service did. The parameters each method takes and th
 Differences from the remote service, by design: StartModel and StopModel return once the
 transition is complete (``wait=False`` gives the service's asynchronous behaviour); the
 ``Status`` they return is still the one the service answered (STARTING_HOSTING,
-STOPPING_HOSTING).
+STOPPING_HOSTING). CreateDataset, UpdateDatasetEntries, CreateModel and
+StartModelPackagingJob likewise return once their work is done, answering what the service
+answered. Members nested in a structure (``Configuration.Greengrass``, ``OutputConfig``) are
+checked by the service: a missing or unknown one is a ValidationException, not botocore's
+``ParamValidationError``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, ParamValidationError
 
+from lvkit.catalog import source_from_wire
 from lvkit.errors import API_ERRORS, LookoutVisionError
+from lvkit.greengrass import GreengrassConfiguration
 from lvkit.operations import operation as operation_of
 from lvkit.operations import paginated
 from lvkit.service import LookoutVisionService
 from lvkit.shapes import tags_from_wire, tags_to_wire
+from lvkit.training_jobs import output_from_wire
 
 if TYPE_CHECKING:
     import os
@@ -94,7 +101,62 @@ class LookoutVisionClient:
         return self._call("DeleteProject", kw, lambda: {"ProjectArn": self.service.delete_project(
             kw["ProjectName"], client_token=kw.get("ClientToken"))})
 
+    # -- datasets ---------------------------------------------------------------------------
+    def create_dataset(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            source, version = source_from_wire(kw.get("DatasetSource"))
+            d = self.service.create_dataset(kw["ProjectName"], kw["DatasetType"], source, version_id=version,
+                                            client_token=kw.get("ClientToken"))
+            return {"DatasetMetadata": d.to_wire(metadata=True)}
+
+        return self._call("CreateDataset", kw, run)
+
+    def describe_dataset(self, **kw: Any) -> dict[str, Any]:
+        return self._call("DescribeDataset", kw, lambda: {"DatasetDescription": self.service.describe_dataset(
+            kw["ProjectName"], kw["DatasetType"]).to_wire()})
+
+    def list_dataset_entries(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            entries, token = self.service.list_dataset_entries(
+                kw["ProjectName"], kw["DatasetType"], labeled=kw.get("Labeled"), anomaly_class=kw.get("AnomalyClass"),
+                before=kw.get("BeforeCreationDate"), after=kw.get("AfterCreationDate"),
+                source_ref_contains=kw.get("SourceRefContains"), next_token=kw.get("NextToken"),
+                max_results=kw.get("MaxResults"))
+            return {"DatasetEntries": entries} | ({"NextToken": token} if token else {})
+
+        return self._call("ListDatasetEntries", kw, run)
+
+    def update_dataset_entries(self, **kw: Any) -> dict[str, Any]:
+        changes = kw.get("Changes")
+        if hasattr(changes, "read"):  # boto3 accepts a file object as a blob
+            kw = {**kw, "Changes": changes.read()}  # type: ignore[union-attr]  # checked by hasattr
+        if isinstance(kw.get("Changes"), str):  # and a str, which it encodes
+            kw = {**kw, "Changes": kw["Changes"].encode()}
+        return self._call("UpdateDatasetEntries", kw, lambda: {"Status": self.service.update_dataset_entries(
+            kw["ProjectName"], kw["DatasetType"], kw["Changes"], client_token=kw.get("ClientToken")).value})
+
+    def delete_dataset(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            self.service.delete_dataset(kw["ProjectName"], kw["DatasetType"], client_token=kw.get("ClientToken"))
+            return {}
+
+        return self._call("DeleteDataset", kw, run)
+
     # -- models -----------------------------------------------------------------------------
+    def create_model(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            m = self.service.create_model(kw["ProjectName"], output=output_from_wire(kw["OutputConfig"]),
+                                          description=kw.get("Description"), kms_key_id=kw.get("KmsKeyId"),
+                                          tags=tags_from_wire(kw["Tags"]) if "Tags" in kw else None,
+                                          client_token=kw.get("ClientToken"))
+            return {"ModelMetadata": m.to_wire(metadata=True)}
+
+        return self._call("CreateModel", kw, run)
+
+    def delete_model(self, **kw: Any) -> dict[str, Any]:
+        return self._call("DeleteModel", kw, lambda: {"ModelArn": self.service.delete_model(
+            kw["ProjectName"], kw["ModelVersion"], client_token=kw.get("ClientToken"))})
+
     def describe_model(self, **kw: Any) -> dict[str, Any]:
         return self._call("DescribeModel", kw, lambda: {"ModelDescription": self.service.describe_model(
             kw["ProjectName"], kw["ModelVersion"]).to_wire()})
@@ -116,6 +178,26 @@ class LookoutVisionClient:
     def stop_model(self, **kw: Any) -> dict[str, Any]:
         return self._call("StopModel", kw, lambda: {"Status": self.service.stop_model(
             kw["ProjectName"], kw["ModelVersion"], client_token=kw.get("ClientToken")).value})
+
+    # -- model packaging jobs -----------------------------------------------------------------
+    def start_model_packaging_job(self, **kw: Any) -> dict[str, Any]:
+        return self._call("StartModelPackagingJob", kw, lambda: {"JobName": self.service.start_model_packaging_job(
+            kw["ProjectName"], kw["ModelVersion"], GreengrassConfiguration.from_wire(kw["Configuration"]),
+            job_name=kw.get("JobName"), description=kw.get("Description"), client_token=kw.get("ClientToken"))})
+
+    def describe_model_packaging_job(self, **kw: Any) -> dict[str, Any]:
+        return self._call("DescribeModelPackagingJob", kw, lambda: {
+            "ModelPackagingDescription": self.service.describe_model_packaging_job(
+                kw["ProjectName"], kw["JobName"]).to_wire()})
+
+    def list_model_packaging_jobs(self, **kw: Any) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            page, token = self.service.list_model_packaging_jobs(kw["ProjectName"], next_token=kw.get("NextToken"),
+                                                                 max_results=kw.get("MaxResults"))
+            out: dict[str, Any] = {"ModelPackagingJobs": [j.to_wire(metadata=True) for j in page]}
+            return out | ({"NextToken": token} if token else {})
+
+        return self._call("ListModelPackagingJobs", kw, run)
 
     # -- lvkit extensions (not operations of the service) ---------------------------------------
     def attach_calibration(self, *, ProjectName: str, ModelVersion: str,  # noqa: N803 - boto3's style

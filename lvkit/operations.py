@@ -33,12 +33,9 @@ __all__ = ["NOT_IMPLEMENTED", "Operation", "operation", "operations", "paginated
 
 _MODEL_DIR = Path(DATA_PATH, "lookoutvision", "2020-11-20")
 
-#: operations of the service description that lvkit does not serve yet (the description is
-#: botocore 1.40.60's, all 22 operations); listed here, and nowhere else, until they are
-NOT_IMPLEMENTED: frozenset[str] = frozenset({
-    "CreateDataset", "CreateModel", "DeleteDataset", "DeleteModel", "DescribeDataset", "DescribeModelPackagingJob",
-    "ListDatasetEntries", "ListModelPackagingJobs", "StartModelPackagingJob", "UpdateDatasetEntries",
-})
+#: operations of the service description that lvkit does not serve (the description is
+#: botocore 1.40.60's, all 22 operations): none since issue 9; any would be listed here, and nowhere else
+NOT_IMPLEMENTED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,9 @@ server) each hosted version gets a :class:`~lvkit.hosting.ModelPool`: MinInferen
 worker threads, up to MaxInferenceUnits under load, a bounded queue (ThrottlingException when
 full) and dynamic batching.
 
-Idempotency. CreateProject, DeleteProject, StartModel and StopModel with a ClientToken act
-once: a repeat with the same token and request returns the first response (for 8 hours,
+Idempotency. CreateProject, DeleteProject, StartModel and StopModel (and the dataset operations,
+CreateModel, DeleteModel and StartModelPackagingJob) with a ClientToken act once: a repeat with
+the same token and request returns the first response (for 8 hours,
 :data:`~lvkit.store.TOKEN_TTL_SECONDS`); the same token with another request is a
 ConflictException. The token is stored in the transaction that makes the change
 (:meth:`~lvkit.store.Store.remember`), so it holds across crashes and processes.
@@ -60,7 +61,11 @@ Tags: TagResource/ListTagsForResource/UntagResource take a project or model vers
 store (another region or account: ResourceNotFoundException); at most 200 tags a resource
 (ServiceQuotaExceededException beyond); keys starting ``aws:`` are refused.
 
-Not emulated: KMS, S3 output, datasets and training over the API (``lvkit.train`` does it).
+Datasets are :mod:`lvkit.catalog`'s, CreateModel's training :mod:`lvkit.training_jobs`' and model
+packaging jobs :mod:`lvkit.packaging`'s (their choices are listed there); this class hands their
+operations on.
+
+Not emulated: KMS.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lvkit.backends import Backend, load_backend
+from lvkit.catalog import Catalog
 from lvkit.errors import (
     ConflictException,
     InternalServerException,
@@ -83,10 +89,21 @@ from lvkit.errors import (
     ThrottlingException,
     ValidationException,
 )
+from lvkit.greengrass import GreengrassConfiguration
 from lvkit.hosting import HostingOptions, InlinePool, ModelPool, Pool, UnitQuota, default_max_inference_units
 from lvkit.images import DEFAULT_MAX_BYTES, check_body, check_content_type
-from lvkit.shapes import ModelDescription, ModelPerformance, ModelStatus, ProjectDescription
+from lvkit.packaging import Packaging
+from lvkit.shapes import (
+    DatasetDescription,
+    DatasetStatus,
+    ModelDescription,
+    ModelPackagingJob,
+    ModelPerformance,
+    ModelStatus,
+    ProjectDescription,
+)
 from lvkit.store import ModelRecord, Store
+from lvkit.training_jobs import TrainingJobs
 from lvkit.validation import (
     MAX_TAGS,
     check_client_token,
@@ -161,6 +178,12 @@ class LookoutVisionService:
         self._lock = threading.Lock()
         self._key_locks: dict[Key, threading.Lock] = {}
         self._threads: dict[Key, threading.Thread] = {}
+        #: the projects' datasets (:mod:`lvkit.catalog`)
+        self.catalog = Catalog(self.store, wait=wait)
+        #: CreateModel (:mod:`lvkit.training_jobs`)
+        self.training = TrainingJobs(self.store, self.catalog, device=device, wait=wait)
+        #: model packaging jobs (:mod:`lvkit.packaging`)
+        self.packaging = Packaging(self.store, wait=wait)
 
     # -- projects ---------------------------------------------------------------------------
     def create_project(self, project_name: str, *, client_token: str | None = None) -> ProjectDescription:
@@ -179,7 +202,8 @@ class LookoutVisionService:
     def describe_project(self, project_name: str) -> ProjectDescription:
         check_project_name(project_name)
         p = self.store.get_project(project_name)
-        return ProjectDescription(p.name, p.arn, p.created)
+        datasets = tuple(d.to_wire(metadata=True) for d in self.catalog.of_project(p.name))
+        return ProjectDescription(p.name, p.arn, p.created, datasets)
 
     def list_projects(self, *, next_token: str | None = None,
                       max_results: int | None = None) -> tuple[list[ProjectDescription], str | None]:
@@ -200,6 +224,28 @@ class LookoutVisionService:
             resource_type="PROJECT")[0]
         return str(out["ProjectArn"])
 
+    # -- datasets (lvkit.catalog) --------------------------------------------------------------
+    def create_dataset(self, project_name: str, dataset_type: str, source: str | None = None, *,
+                       version_id: str | None = None, client_token: str | None = None) -> DatasetDescription:
+        """CreateDataset: empty, or from the manifest at ``source`` (``s3://``, ``file://`` or a path)."""
+        return self.catalog.create(project_name, dataset_type, source, version_id=version_id,
+                                   client_token=client_token)
+
+    def describe_dataset(self, project_name: str, dataset_type: str) -> DatasetDescription:
+        return self.catalog.describe(project_name, dataset_type)
+
+    def list_dataset_entries(self, project_name: str, dataset_type: str,
+                             **filters: Any) -> tuple[list[str], str | None]:
+        """ListDatasetEntries; ``filters`` are :meth:`lvkit.catalog.Catalog.list_entries`'."""
+        return self.catalog.list_entries(project_name, dataset_type, **filters)
+
+    def update_dataset_entries(self, project_name: str, dataset_type: str, changes: bytes, *,
+                               client_token: str | None = None) -> DatasetStatus:
+        return self.catalog.update(project_name, dataset_type, changes, client_token=client_token)
+
+    def delete_dataset(self, project_name: str, dataset_type: str, *, client_token: str | None = None) -> None:
+        self.catalog.delete(project_name, dataset_type, client_token=client_token)
+
     # -- models -----------------------------------------------------------------------------
     def _model(self, project_name: str, model_version: str) -> ModelRecord:
         check_project_name(project_name)
@@ -208,15 +254,41 @@ class LookoutVisionService:
 
     @staticmethod
     def _describe(m: ModelRecord) -> ModelDescription:
-        perf = m.performance
+        perf, output = m.performance, m.output or {}
         return ModelDescription(
             model_version=str(m.version), model_arn=m.arn, creation_timestamp=m.created, status=m.status,
             status_message=m.status_message, description=m.description,
             performance=ModelPerformance(perf.get("f1_score"), perf.get("recall"), perf.get("precision"))
             if perf else None,
             evaluation_end_timestamp=m.evaluation_end, min_inference_units=m.min_units,
-            max_inference_units=m.max_units,
+            max_inference_units=m.max_units, kms_key_id=m.kms_key_id, output_uri=output.get("uri"),
+            evaluation_manifest_uri=output.get("EvaluationManifest"),
+            evaluation_result_uri=output.get("EvaluationResult"),
         )
+
+    def create_model(self, project_name: str, *, output: str | None, description: str | None = None,
+                     kms_key_id: str | None = None, tags: dict[str, str] | None = None,
+                     client_token: str | None = None, progress: bool | str = False) -> ModelDescription:
+        """CreateModel: train a new version from the project's datasets (:mod:`lvkit.training_jobs`)."""
+        return self._describe(self.training.create(project_name, output=output, description=description,
+                                                   kms_key_id=kms_key_id, tags=tags, client_token=client_token,
+                                                   progress=progress))
+
+    def delete_model(self, project_name: str, model_version: str, *, client_token: str | None = None) -> str:
+        """DeleteModel: a version not hosted, starting, stopping or training; returns its ARN."""
+        check_project_name(project_name)
+        if not isinstance(model_version, str) or model_version == "latest":
+            raise ValidationException(f"ModelVersion must be a version number (1, 2, ...), got {model_version!r}")
+        check_version(model_version)
+        token = check_client_token(client_token)
+
+        def run() -> dict[str, Any]:
+            return {"ModelArn": self.store.delete_model(project_name, model_version).arn}
+
+        out = run() if token is None else self.store.remember(
+            "DeleteModel", token, {"ProjectName": project_name, "ModelVersion": model_version}, run,
+            resource_id=self.store.model_arn(project_name, model_version), resource_type="MODEL")[0]
+        return str(out["ModelArn"])
 
     def describe_model(self, project_name: str, model_version: str) -> ModelDescription:
         return self._describe(self._model(project_name, model_version))
@@ -228,6 +300,25 @@ class LookoutVisionService:
         rows = self.store.list_models(project_name)
         page = [self._describe(m) for m in rows[start:start + limit]]
         return page, encode_next_token(start + limit) if start + limit < len(rows) else None
+
+    # -- model packaging jobs (lvkit.packaging) -------------------------------------------------
+    def start_model_packaging_job(self, project_name: str, model_version: str,
+                                  configuration: GreengrassConfiguration, *, job_name: str | None = None,
+                                  description: str | None = None, client_token: str | None = None) -> str:
+        """StartModelPackagingJob: package the version; returns the JobName.
+
+        ``configuration.output`` is the S3OutputLocation (``s3://bucket/prefix``) or, in process,
+        a local folder (an lvkit extension).
+        """
+        return self.packaging.start(project_name, model_version, configuration, job_name=job_name,
+                                    description=description, client_token=client_token)
+
+    def describe_model_packaging_job(self, project_name: str, job_name: str) -> ModelPackagingJob:
+        return self.packaging.describe(project_name, job_name)
+
+    def list_model_packaging_jobs(self, project_name: str, *, next_token: str | None = None,
+                                  max_results: int | None = None) -> tuple[list[ModelPackagingJob], str | None]:
+        return self.packaging.list(project_name, next_token=next_token, max_results=max_results)
 
     # -- hosting ----------------------------------------------------------------------------
     def _key_lock(self, key: Key) -> threading.Lock:
@@ -596,5 +687,7 @@ class LookoutVisionService:
             self._hosted.clear()
         for pool in pools:
             pool.close(timeout=30.0)
+        self.catalog.close()
+        self.packaging.close()
         self.store.close()
 

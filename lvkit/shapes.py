@@ -36,11 +36,15 @@ else:  # pragma: no cover - Python 3.10: what 3.11's enum.StrEnum does for lvkit
 __all__ = [
     "Anomaly",
     "ContentType",
+    "DatasetDescription",
+    "DatasetStatus",
     "anomaly_name",
     "DetectAnomalyResult",
     "ModelDescription",
     "ModelPerformance",
+    "ModelPackagingJob",
     "ModelStatus",
+    "PackagingJobStatus",
     "ProjectDescription",
     "CONTENT_TYPES",
     "SUFFIX_TYPES",
@@ -80,6 +84,112 @@ class ModelStatus(StrEnum):
     STOPPING_HOSTING = "STOPPING_HOSTING"
     SYSTEM_UPDATING = "SYSTEM_UPDATING"
     DELETING = "DELETING"
+
+
+class DatasetStatus(StrEnum):
+    """A dataset's ``Status`` (the API's DatasetStatus), in the description's order.
+
+    lvkit uses CREATE_IN_PROGRESS/COMPLETE/FAILED and UPDATE_IN_PROGRESS/COMPLETE/
+    FAILED_ROLLBACK_COMPLETE (an update is applied in one transaction, so its rollback never
+    shows as in progress); DeleteDataset removes the dataset before it answers, so the
+    DELETE_* statuses are never seen.
+    """
+
+    CREATE_IN_PROGRESS = "CREATE_IN_PROGRESS"
+    CREATE_COMPLETE = "CREATE_COMPLETE"
+    CREATE_FAILED = "CREATE_FAILED"
+    UPDATE_IN_PROGRESS = "UPDATE_IN_PROGRESS"
+    UPDATE_COMPLETE = "UPDATE_COMPLETE"
+    UPDATE_FAILED_ROLLBACK_IN_PROGRESS = "UPDATE_FAILED_ROLLBACK_IN_PROGRESS"
+    UPDATE_FAILED_ROLLBACK_COMPLETE = "UPDATE_FAILED_ROLLBACK_COMPLETE"
+    DELETE_IN_PROGRESS = "DELETE_IN_PROGRESS"
+    DELETE_COMPLETE = "DELETE_COMPLETE"
+    DELETE_FAILED = "DELETE_FAILED"
+
+
+class PackagingJobStatus(StrEnum):
+    """A model packaging job's ``Status`` (the API's ModelPackagingJobStatus), in the description's order.
+
+    >>> PackagingJobStatus("RUNNING") is PackagingJobStatus.RUNNING, f"{PackagingJobStatus.SUCCEEDED}"
+    (True, 'SUCCEEDED')
+    """
+
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPackagingJob:
+    """``ModelPackagingDescription`` / ``ModelPackagingJobMetadata`` of one model packaging job.
+
+    ``configuration`` and ``output_details`` are already in wire form (the API's
+    ModelPackagingConfiguration and ModelPackagingOutputDetails, :mod:`lvkit.packaging`);
+    ``package_uri`` (where the package was written) is lvkit's own and never on the wire.
+    """
+
+    job_name: str
+    project_name: str
+    model_version: str
+    creation_timestamp: float
+    last_updated_timestamp: float
+    status: PackagingJobStatus
+    status_message: str
+    packaging_method: str
+    configuration: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    output_details: dict[str, Any] | None = None
+    package_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", PackagingJobStatus(self.status))
+
+    def to_wire(self, *, metadata: bool = False) -> dict[str, Any]:
+        """``ModelPackagingDescription`` (default) or the ``ModelPackagingJobMetadata`` of ListModelPackagingJobs.
+
+        >>> job = ModelPackagingJob("j", "p", "1", 1.0, 2.0, "RUNNING", "packaging", "lvkit")
+        >>> job.to_wire(metadata=True)["Status"], "ModelPackagingConfiguration" in job.to_wire(metadata=True)
+        ('RUNNING', False)
+        """
+        out: dict[str, Any] = {"JobName": self.job_name, "ProjectName": self.project_name,
+                               "ModelVersion": self.model_version}
+        if not metadata:
+            out["ModelPackagingConfiguration"] = self.configuration
+        if self.description is not None:
+            out["ModelPackagingJobDescription"] = self.description
+        out["ModelPackagingMethod"] = self.packaging_method
+        if not metadata and self.output_details is not None:
+            out["ModelPackagingOutputDetails"] = self.output_details
+        out |= {"Status": self.status.value, "StatusMessage": self.status_message,
+                "CreationTimestamp": self.creation_timestamp, "LastUpdatedTimestamp": self.last_updated_timestamp}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetDescription:
+    """``DatasetDescription`` / ``DatasetMetadata`` of a project's train or test dataset."""
+
+    project_name: str
+    dataset_type: str
+    creation_timestamp: float
+    last_updated_timestamp: float
+    status: DatasetStatus
+    status_message: str
+    total: int = 0
+    labeled: int = 0
+    normal: int = 0
+    anomaly: int = 0
+
+    def to_wire(self, *, metadata: bool = False) -> dict[str, Any]:
+        """``DatasetDescription`` (default) or the ``DatasetMetadata`` of CreateDataset and DescribeProject."""
+        out: dict[str, Any] = {"DatasetType": self.dataset_type, "CreationTimestamp": self.creation_timestamp,
+                               "Status": DatasetStatus(self.status).value, "StatusMessage": self.status_message}
+        if metadata:
+            return out
+        return {"ProjectName": self.project_name, **out, "LastUpdatedTimestamp": self.last_updated_timestamp,
+                "ImageStats": {"Total": self.total, "Labeled": self.labeled, "Normal": self.normal,
+                               "Anomaly": self.anomaly}}
 
 
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -226,6 +336,11 @@ class ModelDescription:
     evaluation_end_timestamp: float | None = None
     min_inference_units: int | None = None
     max_inference_units: int | None = None
+    kms_key_id: str | None = None
+    #: ``s3://`` URIs: the OutputConfig location, and the evaluation manifest and result written there
+    output_uri: str | None = None
+    evaluation_manifest_uri: str | None = None
+    evaluation_result_uri: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", ModelStatus(self.status))  # a bare "TRAINED" is accepted too
@@ -251,7 +366,23 @@ class ModelDescription:
             out["MinInferenceUnits"] = self.min_inference_units
         if self.max_inference_units is not None:
             out["MaxInferenceUnits"] = self.max_inference_units
+        if self.kms_key_id is not None:
+            out["KmsKeyId"] = self.kms_key_id
+        if self.output_uri is not None and (location := _s3(self.output_uri)) is not None:
+            out["OutputConfig"] = {"S3Location": {"Bucket": location[0], "Prefix": location[1]}}
+        for name, uri in (("EvaluationManifest", self.evaluation_manifest_uri),
+                          ("EvaluationResult", self.evaluation_result_uri)):
+            if uri is not None and (location := _s3(uri)) is not None:
+                out[name] = {"Bucket": location[0], "Key": location[1]}
         return out
+
+
+def _s3(uri: str) -> tuple[str, str] | None:
+    """``s3://bucket/key`` -> (bucket, key); None for a local location (an in-process extension)."""
+    if not uri.startswith("s3://"):
+        return None
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
 
 
 @dataclass(frozen=True, slots=True)

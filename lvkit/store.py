@@ -2,20 +2,24 @@
 
 Layout under the home folder (``$LVKIT_HOME``, default ``~/.lvkit``)::
 
-    lvkit.db                          projects, model versions, tags, idempotency tokens
+    lvkit.db                          projects, model versions, datasets and their entries, model
+                                      packaging jobs, tags, idempotency tokens
     artifacts/<project>/<version>/    everything a backend needs to load that version
     artifacts/<project>/.tmp-*        work in progress; never read, removed on recovery
+    datasets/<project>/<type>/        copies of a dataset's images and masks (:mod:`lvkit.catalog`)
 
-Nothing above this module touches those files directly. Artifact folders are written in a
+Nothing above this module touches those files directly (but :mod:`lvkit.catalog`, which
+owns ``datasets/``). Artifact folders are written in a
 temporary folder and renamed into place (``os.replace``), then the database row is updated:
 a crash at any point leaves either no version folder or a complete one.
 
-Owners and recovery. TRAINING, STARTING_HOSTING and STOPPING_HOSTING rows (and ``.tmp-*``
-folders) belong to the :class:`Store` instance that wrote them, named by a random owner id that
-is alive while it holds a file lock (:mod:`lvkit.locks`; never a PID). Opening a store, and
-reading a transient row another owner wrote, settles the rows of dead owners (TRAINING_FAILED,
-TRAINED) with a status message that says so and removes their temporary folders; a live
-owner's rows are never touched.
+Owners and recovery. TRAINING, STARTING_HOSTING and STOPPING_HOSTING rows, datasets
+CREATE_IN_PROGRESS or UPDATE_IN_PROGRESS, packaging jobs CREATED or RUNNING (and ``.tmp-*``
+folders and files) belong to the :class:`Store` instance that wrote them, named by a random
+owner id that is alive while it holds a file lock (:mod:`lvkit.locks`; never a PID). Opening a
+store, and reading a transient row another owner wrote, settles the rows of dead owners
+(TRAINING_FAILED, TRAINED, CREATE_FAILED, UPDATE_FAILED_ROLLBACK_COMPLETE, FAILED) with a status
+message that says so and removes their temporary files; a live owner's rows are never touched.
 
 Idempotency. :meth:`Store.remember` records a ClientToken in the same transaction as the
 writes it guards, under the ``(operation, token)`` primary key: a crash leaves both or
@@ -100,10 +104,42 @@ CREATE TABLE IF NOT EXISTS models (
     owner_pid INTEGER,
     calibration TEXT,
     owner TEXT,
+    kms_key_id TEXT,
+    output TEXT,
     PRIMARY KEY (project, version)
 );
 CREATE TABLE IF NOT EXISTS tags (
     arn TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (arn, key)
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    project TEXT NOT NULL REFERENCES projects(name),
+    type TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT NOT NULL DEFAULT '',
+    owner TEXT,
+    PRIMARY KEY (project, type)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    project TEXT NOT NULL, type TEXT NOT NULL, source_ref TEXT NOT NULL, line TEXT NOT NULL,
+    created REAL NOT NULL, label INTEGER, image TEXT NOT NULL, mask TEXT, seq INTEGER NOT NULL,
+    PRIMARY KEY (project, type, source_ref)
+);
+CREATE INDEX IF NOT EXISTS entries_order ON entries (project, type, seq);
+CREATE TABLE IF NOT EXISTS packaging_jobs (
+    project TEXT NOT NULL REFERENCES projects(name),
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL,
+    status_message TEXT NOT NULL DEFAULT '',
+    description TEXT,
+    configuration TEXT NOT NULL,
+    output TEXT,
+    owner TEXT,
+    PRIMARY KEY (project, name)
 );
 CREATE TABLE IF NOT EXISTS tokens (
     operation TEXT NOT NULL, token TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL,
@@ -116,6 +152,13 @@ _TRANSIENT = {ModelStatus.TRAINING: ModelStatus.TRAINING_FAILED, ModelStatus.STA
               ModelStatus.STOPPING_HOSTING: ModelStatus.TRAINED}
 _INTERRUPTED = {ModelStatus.TRAINING: "training", ModelStatus.STARTING_HOSTING: "starting",
                 ModelStatus.STOPPING_HOSTING: "stopping"}
+#: dataset statuses owned by a live Store instance, what they settle to without it, and why
+_DATASET_TRANSIENT = {
+    "CREATE_IN_PROGRESS": ("CREATE_FAILED", "creating the dataset was interrupted (the process that owned it "
+                           "ended); delete the dataset and create it again"),
+    "UPDATE_IN_PROGRESS": ("UPDATE_FAILED_ROLLBACK_COMPLETE", "the update was interrupted (the process that owned "
+                           "it ended); the entries are as they were before it"),
+}
 _TMP = re.compile(r"^\.tmp-([0-9a-f]{32})-")
 
 
@@ -155,6 +198,9 @@ class ModelRecord:
     min_units: int | None
     max_units: int | None
     calibration: dict[str, Any] | None
+    kms_key_id: str | None = None
+    #: CreateModel's OutputConfig and, once trained, the EvaluationManifest/EvaluationResult locations
+    output: dict[str, Any] | None = None
 
 
 class Store:
@@ -196,8 +242,10 @@ class Store:
             for stmt in _SCHEMA.strip().split(";\n"):
                 if stmt.strip():
                     db.execute(stmt)
-            if "owner" not in {r["name"] for r in db.execute("PRAGMA table_info(models)")}:  # written before owner ids
-                db.execute("ALTER TABLE models ADD COLUMN owner TEXT")
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(models)")}
+            for column in ("owner", "kms_key_id", "output"):  # homes written before these columns
+                if column not in columns:
+                    db.execute(f"ALTER TABLE models ADD COLUMN {column} TEXT")
             db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", defaults)
 
         self._database = Database(self.home / "lvkit.db", setup=setup)
@@ -221,6 +269,27 @@ class Store:
 
     def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._database.tx()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on the database, for the modules that keep their tables in it
+        (:mod:`lvkit.catalog`): ``with store.transaction() as db: db.execute(...)``."""
+        return self._database.tx()
+
+    def read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Rows of one query, under the store's lock (the connection is shared between threads)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def claim(self) -> str:
+        """Become a live owner and return the owner id to record on transient rows (and in
+        ``.tmp-<owner>-*`` names), which :meth:`recover` settles once this instance is gone."""
+        return self._claim()
+
+    def dataset_dir(self, project: str, dataset_type: str) -> Path:
+        """Where a dataset's copies of its images and masks live."""
+        if dataset_type not in ("train", "test"):
+            raise ValidationException(f"DatasetType must be 'train' or 'test', got {str(dataset_type)[:32]!r}")
+        return self.home / "datasets" / check_project_name(project) / dataset_type
 
     def close(self) -> None:
         """Close the database and give up ownership (this instance's transient rows become recoverable)."""
@@ -282,10 +351,24 @@ class Store:
                      row["project"], row["version"], row["status"]),
                 )
                 changed.append((row["project"], row["version"], new))
-        for tmp in (self.home / "artifacts").glob("*/.tmp-*"):
+            for row in db.execute("SELECT project, type, status, owner FROM datasets WHERE status IN (?, ?)",
+                                  tuple(_DATASET_TRANSIENT)).fetchall():
+                if not self.owner_alive(row["owner"]):
+                    status, message = _DATASET_TRANSIENT[row["status"]]
+                    db.execute("UPDATE datasets SET status=?, status_message=?, owner=NULL, updated=?"
+                               " WHERE project=? AND type=? AND status=?",
+                               (status, message, round(time.time(), 3), row["project"], row["type"], row["status"]))
+            for row in db.execute("SELECT project, name, status, owner FROM packaging_jobs WHERE status IN (?, ?)",
+                                  ("CREATED", "RUNNING")).fetchall():
+                if not self.owner_alive(row["owner"]):
+                    db.execute("UPDATE packaging_jobs SET status='FAILED', status_message=?, owner=NULL, updated=?"
+                               " WHERE project=? AND name=? AND status=?",
+                               ("the packaging job was interrupted (the process that owned it ended); start it "
+                                "again", round(time.time(), 3), row["project"], row["name"], row["status"]))
+        for tmp in [*(self.home / "artifacts").glob("*/.tmp-*"), *(self.home / "datasets").glob("*/*/.tmp-*")]:
             match = _TMP.match(tmp.name)
             if match is None or not self.owner_alive(match.group(1)):
-                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         self._owners.sweep()
         return changed
 
@@ -327,9 +410,17 @@ class Store:
             if db.execute("SELECT 1 FROM models WHERE project=?", (name,)).fetchone():
                 raise ConflictException(f"project {name!r} still has model versions; delete them first",
                                         resource_id=name, resource_type="PROJECT", operation_name="DeleteProject")
+            kinds = [r["type"] for r in db.execute("SELECT type FROM datasets WHERE project=? ORDER BY type DESC",
+                                                   (name,))]
+            if kinds:  # the service's rule: delete the models, then the datasets, then the project
+                raise ConflictException(f"project {name!r} still has its {' and '.join(kinds)} dataset"
+                                        f"{'s' if len(kinds) > 1 else ''}; delete them first (DeleteDataset)",
+                                        resource_id=name, resource_type="PROJECT", operation_name="DeleteProject")
             db.execute("DELETE FROM tags WHERE arn=?", (project.arn,))
+            db.execute("DELETE FROM packaging_jobs WHERE project=?", (name,))
             db.execute("DELETE FROM projects WHERE name=?", (name,))
         shutil.rmtree(self.home / "artifacts" / name, ignore_errors=True)
+        shutil.rmtree(self.home / "datasets" / name, ignore_errors=True)
         return project
 
     # -- model versions --------------------------------------------------------------------
@@ -341,6 +432,7 @@ class Store:
             performance=json.loads(row["performance"]) if row["performance"] else None,
             evaluation_end=row["evaluation_end"], min_units=row["min_units"], max_units=row["max_units"],
             calibration=json.loads(row["calibration"]) if row["calibration"] else None,
+            kms_key_id=row["kms_key_id"], output=json.loads(row["output"]) if row["output"] else None,
         )
 
     def _orphaned(self, rows: list[sqlite3.Row]) -> bool:
@@ -399,19 +491,44 @@ class Store:
         success the folder is renamed into place and the row becomes TRAINED with the
         performance ``build`` returned; on failure the folder is removed and the row becomes
         TRAINING_FAILED with the error as its status message (the error is re-raised).
+        :meth:`reserve_model` then :meth:`build_model` do the same in two steps (CreateModel
+        answers between them).
+        """
+        version = self.reserve_model(project, backend=backend, description=description)
+        return self.build_model(project, version, build)
+
+    def reserve_model(self, project: str, *, backend: str, description: str | None = None,
+                      kms_key_id: str | None = None, output: dict[str, Any] | None = None,
+                      before: Callable[[sqlite3.Connection, int], None] | None = None) -> int:
+        """Add the next version, TRAINING and owned by this instance; returns its number.
+
+        ``before(db, version)`` runs in the same transaction (e.g. to record tags or a token).
         """
         owner = self._claim()
         with self._tx() as db:
             self.get_project(project)
-            version = db.execute("SELECT next_version FROM projects WHERE name=?", (project,)).fetchone()[0]
+            version = int(db.execute("SELECT next_version FROM projects WHERE name=?", (project,)).fetchone()[0])
             db.execute("UPDATE projects SET next_version=? WHERE name=?", (version + 1, project))
             db.execute(
                 "INSERT INTO models (project, version, created, status, status_message, description, backend,"
-                " owner) VALUES (?, ?, ?, ?, 'training in progress', ?, ?, ?)",
-                (project, version, round(time.time(), 3), ModelStatus.TRAINING.value, description, backend, owner),
+                " owner, kms_key_id, output) VALUES (?, ?, ?, ?, 'training in progress', ?, ?, ?, ?, ?)",
+                (project, version, round(time.time(), 3), ModelStatus.TRAINING.value, description, backend, owner,
+                 kms_key_id, json.dumps(output) if output else None),
             )
+            if before is not None:
+                before(db, version)
+        return version
+
+    def build_model(self, project: str, version: int, build: Callable[[Path], dict[str, float] | None], *,
+                    output: dict[str, Any] | None = None) -> ModelRecord:
+        """Run ``build(tmp_dir)`` for a reserved version and settle it (see :meth:`add_model`).
+
+        ``output`` (the training output's locations, :mod:`lvkit.training_jobs`), when not empty
+        once ``build`` has run (it may fill it), replaces the reserved one in the transaction
+        that makes the version TRAINED.
+        """
         final = self.artifact_dir(project, version)
-        tmp = final.parent / f".tmp-{owner}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / f".tmp-{self._claim()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir(parents=True)
             performance = build(tmp)
@@ -435,6 +552,9 @@ class Store:
                 (ModelStatus.TRAINED.value, json.dumps(performance) if performance else None, round(time.time(), 3),
                  project, version),
             )
+            if output:
+                db.execute("UPDATE models SET output=? WHERE project=? AND version=?",
+                           (json.dumps(output), project, version))
         return self.get_model(project, version)
 
     def delete_model(self, project: str, version: str | int) -> ModelRecord:

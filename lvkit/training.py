@@ -62,6 +62,7 @@ __all__ = [
     "Trainer",
     "TrainedVersion",
     "TrainingPlan",
+    "build_version",
     "check_dataset",
     "plan_splits",
     "train",
@@ -209,6 +210,29 @@ def check_dataset(ds: Dataset, *, resize: bool = False, seed: int = 0) -> Traini
     return TrainingPlan(ds, splits, size, resize, labels, colors, seed)
 
 
+def build_version(trainer: Trainer, plan: TrainingPlan, folder: Path, *, weights_dir: Path,
+                  progress: bool | str) -> tuple[dict[str, float], TrainedVersion]:
+    """Train into ``folder`` and write the version's ``lvkit.json``; its Performance and what the trainer returned.
+
+    Performance is precision, recall and F1 of the served verdicts on the evaluation split.
+    """
+    trained = trainer.build(plan, folder, weights_dir=weights_dir, progress=progress)
+    truth = [int(s.label) for s in plan.splits["evaluation"]]
+    performance = performance_at(truth, trained.evaluation_anomalous)
+    evaluation = None
+    if trained.evaluation_p_anomaly is not None:
+        evaluation = {"labels": truth, "p_anomaly": [round(float(p), 6) for p in trained.evaluation_p_anomaly]}
+    write_version_manifest(folder, {
+        **trained.manifest,
+        "backend": trainer.backend, "image_size": list(plan.image_size), "resize": plan.resize,
+        "seed": plan.seed, "segmentation": bool(plan.labels), "labels": plan.labels, "colors": plan.colors,
+        "dataset": str(plan.dataset.root),
+        "splits": {k: [str(s.image_path) for s in v] for k, v in plan.splits.items()},
+        "performance": performance, "evaluation": evaluation, "trained_at": time.time(),
+    })
+    return performance, trained
+
+
 def train(
     project: str,
     dataset: str | os.PathLike[str] | Dataset,
@@ -286,21 +310,7 @@ def train(
         store.create_project(project)
 
     def build(folder: Path) -> dict[str, float]:
-        trained = trainer.build(plan, folder, weights_dir=store.home / "weights", progress=progress)
-        truth = [int(s.label) for s in plan.splits["evaluation"]]
-        performance = performance_at(truth, trained.evaluation_anomalous)
-        evaluation = None
-        if trained.evaluation_p_anomaly is not None:
-            evaluation = {"labels": truth, "p_anomaly": [round(float(p), 6) for p in trained.evaluation_p_anomaly]}
-        write_version_manifest(folder, {
-            **trained.manifest,
-            "backend": trainer.backend, "image_size": list(plan.image_size), "resize": plan.resize,
-            "seed": plan.seed, "segmentation": bool(plan.labels), "labels": plan.labels, "colors": plan.colors,
-            "dataset": str(ds.root),
-            "splits": {k: [str(s.image_path) for s in v] for k, v in plan.splits.items()},
-            "performance": performance, "evaluation": evaluation, "trained_at": time.time(),
-        })
-        return performance
+        return build_version(trainer, plan, folder, weights_dir=store.home / "weights", progress=progress)[0]
 
     record = store.add_model(project, backend=trainer.backend, build=build, description=description)
     return str(record.version)

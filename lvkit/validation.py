@@ -15,9 +15,11 @@ __all__ = [
     "INT32_MAX",
     "MAX_TAGS",
     "check_client_token",
+    "check_dataset_source",
     "check_inference_units",
     "check_max_results",
     "check_project_name",
+    "check_s3_location",
     "check_version",
     "check_tag_keys",
     "check_tags",
@@ -202,3 +204,55 @@ def parse_resource_arn(arn: object) -> tuple[str, str, str, str, str | None]:
     if not _ARN_VERSION.fullmatch(version):
         raise ValidationException(f"a model ARN names a version number (1 to 10 ASCII digits), got {version[:32]!r}")
     return region, account, "MODEL", check_project_name(model_project), version
+
+
+_BUCKET = re.compile(r"[0-9A-Za-z.\-_]{3,63}")
+_KEY = re.compile(r"[a-zA-Z0-9!_.*'()-][/a-zA-Z0-9!_.*'()-]*")
+
+
+def _s3_name(value: object, field: str, *, key: bool, empty: bool = False) -> str:
+    if value is None and empty:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationException(f"{field} must be a string, got {type(value).__name__}")
+    if value == "" and empty:
+        return value
+    if key and (len(value) > 1024 or not _KEY.fullmatch(value)):
+        raise ValidationException(f"{field} {value[:64]!r} is invalid: at most 1024 characters of letters, digits, "
+                                  "'/' and !_.*'()- , not starting with '/'")
+    if not key and not _BUCKET.fullmatch(value):
+        raise ValidationException(f"{field} {value[:64]!r} is not a bucket name: 3 to 63 letters, digits, '.', '-' "
+                                  "and '_'")
+    return value
+
+
+def check_dataset_source(source: object) -> tuple[str, str, str | None] | None:
+    """CreateDataset's DatasetSource -> (bucket, key, version id), or None without one.
+
+    >>> check_dataset_source({"GroundTruthManifest": {"S3Object": {"Bucket": "lines", "Key": "a/train.manifest"}}})
+    ('lines', 'a/train.manifest', None)
+    """
+    if source is None:
+        return None
+    manifest = source.get("GroundTruthManifest") if isinstance(source, dict) else None
+    s3 = manifest.get("S3Object") if isinstance(manifest, dict) else None
+    if not isinstance(s3, dict):
+        raise ValidationException('DatasetSource must be {"GroundTruthManifest": {"S3Object": {"Bucket": ..., '
+                                  '"Key": ...}}}')
+    version = s3.get("VersionId")
+    if version is not None and (not isinstance(version, str) or not 1 <= len(version) <= 1024):
+        raise ValidationException("DatasetSource VersionId must be 1 to 1024 characters")
+    return (_s3_name(s3.get("Bucket"), "DatasetSource Bucket", key=False),
+            _s3_name(s3.get("Key"), "DatasetSource Key", key=True), version)
+
+
+def check_s3_location(location: object, field: str) -> tuple[str, str]:
+    """An ``S3Location`` (``{"Bucket": ..., "Prefix": ...}``) -> (bucket, prefix); the prefix may be empty.
+
+    >>> check_s3_location({"Bucket": "out", "Prefix": "runs/"}, "OutputConfig")
+    ('out', 'runs/')
+    """
+    if not isinstance(location, dict) or "Bucket" not in location or set(location) - {"Bucket", "Prefix"}:
+        raise ValidationException(f'{field} S3Location must be {{"Bucket": ..., "Prefix": ...}}')
+    return (_s3_name(location["Bucket"], f"{field} Bucket", key=False),
+            _s3_name(location.get("Prefix"), f"{field} Prefix", key=True, empty=True))

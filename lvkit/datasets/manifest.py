@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,7 +31,8 @@ from lvkit.datasets._masks import BACKGROUND_HEX, color_mask, read_label_masks
 from lvkit.datasets._records import SPLITS, Dataset, Sample, make_dataset, normalize_hex
 from lvkit.errors import DatasetError
 
-__all__ = ["load_manifest", "load_manifests", "MANIFEST_SUFFIXES", "write_manifest"]
+__all__ = ["check_line", "load_manifest", "load_manifests", "MANIFEST_SUFFIXES", "ManifestLine", "ManifestLineError",
+           "write_manifest"]
 
 #: file suffixes read as manifests
 MANIFEST_SUFFIXES: frozenset[str] = frozenset({".manifest", ".jsonl"})
@@ -100,28 +102,97 @@ def _color_map(meta: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _sample(record: Any, base: Path, split: str) -> Sample:
+class ManifestLineError(DatasetError):
+    """One manifest line breaks the format; the message says what (without file or line number)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestLine:
+    """What one manifest line says, its references not yet resolved (:func:`check_line`).
+
+    Parameters
+    ----------
+    source_ref : str
+        The image reference as written.
+    label : int or None
+        0 normal, 1 anomaly, None for an unlabeled line (no ``anomaly-label``).
+    mask_ref : str or None
+        An anomalous line's ``anomaly-mask-ref``; None otherwise (a normal image's mask is ignored).
+    colors : tuple of (str, str)
+        The mask's ``(hex colour, label)`` pairs in key order, background left out.
+    """
+
+    source_ref: str
+    label: int | None
+    mask_ref: str | None = None
+    colors: tuple[tuple[str, str], ...] = ()
+
+
+def check_line(record: Any, *, labeled: bool = True) -> ManifestLine:
+    """The rules of one manifest line, the one definition every reader uses.
+
+    Parameters
+    ----------
+    record : object
+        The line's parsed JSON.
+    labeled : bool, default True
+        Whether ``anomaly-label`` is required; with False an unlabeled line is accepted
+        (datasets of the API hold those; training skips them).
+
+    Raises
+    ------
+    ManifestLineError
+        Naming what is wrong with the line.
+
+    Examples
+    --------
+    >>> check_line({"source-ref": "s3://b/a.png", "anomaly-label": 1})
+    ManifestLine(source_ref='s3://b/a.png', label=1, mask_ref=None, colors=())
+    >>> check_line({"source-ref": "a.png"}, labeled=False).label is None
+    True
+    """
     if not isinstance(record, dict):
-        raise _LineError(f"expected a JSON object, got {type(record).__name__}")
+        raise ManifestLineError(f"expected a JSON object, got {type(record).__name__}")
+    ref = record.get("source-ref")
     if "source-ref" not in record:
-        raise _LineError("missing source-ref")
+        raise ManifestLineError("missing source-ref")
+    if not isinstance(ref, str) or not ref:
+        raise ManifestLineError(f"source-ref must be a non-empty string, got {ref!r}")
     if "anomaly-label" not in record:
-        raise _LineError("missing anomaly-label")
+        if labeled:
+            raise ManifestLineError("missing anomaly-label")
+        return ManifestLine(ref, None)
     label = record["anomaly-label"]
     if isinstance(label, bool) or label not in (0, 1):
-        raise _LineError(f"anomaly-label must be 0 or 1, got {label!r}")
+        raise ManifestLineError(f"anomaly-label must be 0 or 1, got {label!r}")
     meta = record.get("anomaly-label-metadata")
     if meta is not None and not isinstance(meta, dict):
-        raise _LineError(f"anomaly-label-metadata must be an object, got {meta!r}")
-    image = _resolve(record["source-ref"], base, "source-ref")
+        raise ManifestLineError(f"anomaly-label-metadata must be an object, got {meta!r}")
     if label == 0 or "anomaly-mask-ref" not in record:
         # a normal image has no anomalous pixels, whatever mask it may carry
-        return Sample(image, int(label), split, "anomaly" if label else None, None)
-    mask = _resolve(record["anomaly-mask-ref"], base, "anomaly-mask-ref")
-    colors = _color_map(record.get("anomaly-mask-ref-metadata"))
+        return ManifestLine(ref, int(label))
+    mask_ref = record["anomaly-mask-ref"]
+    if not isinstance(mask_ref, str) or not mask_ref:
+        raise ManifestLineError(f"anomaly-mask-ref must be a non-empty string, got {mask_ref!r}")
+    try:
+        colors = _color_map(record.get("anomaly-mask-ref-metadata"))
+    except _LineError as exc:
+        raise ManifestLineError(str(exc)) from None
     if not colors:
-        raise _LineError("an anomalous image's internal-color-map lists no anomaly label besides BACKGROUND")
-    return Sample(image, 1, split, colors[0][1], mask, tuple(colors))
+        raise ManifestLineError("an anomalous image's internal-color-map lists no anomaly label besides BACKGROUND")
+    return ManifestLine(ref, 1, mask_ref, tuple(colors))
+
+
+def _sample(record: Any, base: Path, split: str) -> Sample:
+    try:
+        line = check_line(record)
+    except ManifestLineError as exc:
+        raise _LineError(str(exc)) from None
+    image = _resolve(line.source_ref, base, "source-ref")
+    if line.mask_ref is None:
+        return Sample(image, int(line.label or 0), split, "anomaly" if line.label else None, None)
+    mask = _resolve(line.mask_ref, base, "anomaly-mask-ref")
+    return Sample(image, 1, split, line.colors[0][1], mask, line.colors)
 
 
 def _parse(path: Path, split: str) -> list[tuple[int, Sample]]:

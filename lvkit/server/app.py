@@ -30,6 +30,8 @@ Must not import torch or anything that runs models; imports the service core and
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -45,6 +47,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lvkit.catalog import source_from_wire
 from lvkit.errors import (
     InternalServerException,
     LookoutVisionError,
@@ -52,6 +55,7 @@ from lvkit.errors import (
     ThrottlingException,
     ValidationException,
 )
+from lvkit.greengrass import GreengrassConfiguration
 from lvkit.operations import operation as operation_of
 from lvkit.server._sigv4 import SigV4Verifier
 from lvkit.server.wire import (
@@ -73,6 +77,7 @@ from lvkit.server_defaults import (
 )
 from lvkit.service import LookoutVisionService
 from lvkit.shapes import tags_to_wire
+from lvkit.training_jobs import output_from_wire
 
 # the body constants and parse_json_body are re-exported: callers import them from here
 __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT", "create_app",
@@ -165,6 +170,67 @@ async def delete_project(call: Call) -> Answer:
     return {"ProjectArn": arn}
 
 
+async def create_dataset(call: Call) -> Answer:
+    body = call.json()
+    source, version = source_from_wire(body.get("DatasetSource"))
+    d = await call.run(call.service.create_dataset, call.param("projectName"), call.string(body, "DatasetType"),
+                       source, version_id=version, client_token=call.header("x-amzn-client-token"))
+    return {"DatasetMetadata": d.to_wire(metadata=True)}
+
+
+async def describe_dataset(call: Call) -> Answer:
+    d = await call.run(call.service.describe_dataset, call.param("projectName"), call.param("datasetType"))
+    return {"DatasetDescription": d.to_wire()}
+
+
+async def list_dataset_entries(call: Call) -> Answer:
+    labeled = call.query("labeled")
+    if labeled not in (None, "true", "false"):
+        raise ValidationException(f"Labeled must be true or false, got {labeled[:16]!r}")
+    entries, token = await call.run(
+        call.service.list_dataset_entries, call.param("projectName"), call.param("datasetType"),
+        labeled=None if labeled is None else labeled == "true", anomaly_class=call.query("anomalyClass"),
+        before=call.query("createdBefore"), after=call.query("createdAfter"),
+        source_ref_contains=call.query("sourceRefContains"), next_token=call.query("nextToken"),
+        max_results=call.query_int("maxResults", "MaxResults"))
+    out: Answer = {"DatasetEntries": entries}
+    return out | ({"NextToken": token} if token else {})
+
+
+async def update_dataset_entries(call: Call) -> Answer:
+    changes = call.string(call.json(), "Changes")
+    try:
+        data = base64.b64decode(changes or "", validate=True)
+    except binascii.Error:
+        raise ValidationException("Changes must be base64 (as the SDKs send a blob)") from None
+    status = await call.run(call.service.update_dataset_entries, call.param("projectName"),
+                            call.param("datasetType"), data, client_token=call.header("x-amzn-client-token"))
+    return {"Status": status.value}
+
+
+async def delete_dataset(call: Call) -> Answer:
+    await call.run(call.service.delete_dataset, call.param("projectName"), call.param("datasetType"),
+                   client_token=call.header("x-amzn-client-token"))
+    return {}
+
+
+async def create_model(call: Call) -> Answer:
+    body = call.json()
+    if "OutputConfig" not in body:
+        raise ValidationException("OutputConfig is required")
+    m = await call.run(call.service.create_model, call.param("projectName"),
+                       output=output_from_wire(body["OutputConfig"]), description=body.get("Description"),
+                       kms_key_id=body.get("KmsKeyId"), tags=call.tags(body) if "Tags" in body else None,
+                       client_token=call.header("x-amzn-client-token"))
+    return {"ModelMetadata": m.to_wire(metadata=True)}
+
+
+async def delete_model(call: Call) -> Answer:
+    arn = await call.run(call.service.delete_model, call.param("projectName"), call.param("modelVersion"),
+                         client_token=call.header("x-amzn-client-token"))
+    return {"ModelArn": arn}
+
+
 async def list_models(call: Call) -> Answer:
     page, token = await call.run(call.service.list_models, call.param("projectName"),
                                  next_token=call.query("nextToken"),
@@ -191,6 +257,29 @@ async def stop_model(call: Call) -> Answer:
     status = await call.run(call.service.stop_model, call.param("projectName"), call.param("modelVersion"),
                             client_token=call.header("x-amzn-client-token"))
     return {"Status": status.value}
+
+
+async def start_model_packaging_job(call: Call) -> Answer:
+    body = call.json()
+    configuration = GreengrassConfiguration.from_wire(body.get("Configuration"))
+    name = await call.run(call.service.start_model_packaging_job, call.param("projectName"),
+                          call.string(body, "ModelVersion"), configuration, job_name=call.string(body, "JobName"),
+                          description=call.string(body, "Description"),
+                          client_token=call.header("x-amzn-client-token"))
+    return {"JobName": name}
+
+
+async def describe_model_packaging_job(call: Call) -> Answer:
+    job = await call.run(call.service.describe_model_packaging_job, call.param("projectName"), call.param("jobName"))
+    return {"ModelPackagingDescription": job.to_wire()}
+
+
+async def list_model_packaging_jobs(call: Call) -> Answer:
+    page, token = await call.run(call.service.list_model_packaging_jobs, call.param("projectName"),
+                                 next_token=call.query("nextToken"),
+                                 max_results=call.query_int("maxResults", "MaxResults"))
+    out: Answer = {"ModelPackagingJobs": [j.to_wire(metadata=True) for j in page]}
+    return out | ({"NextToken": token} if token else {})
 
 
 async def detect_anomalies(call: Call) -> Answer:
@@ -226,11 +315,21 @@ HANDLERS: dict[str, Handler] = {
     "ListProjects": list_projects,
     "DescribeProject": describe_project,
     "DeleteProject": delete_project,
+    "CreateDataset": create_dataset,
+    "DescribeDataset": describe_dataset,
+    "ListDatasetEntries": list_dataset_entries,
+    "UpdateDatasetEntries": update_dataset_entries,
+    "DeleteDataset": delete_dataset,
+    "CreateModel": create_model,
+    "DeleteModel": delete_model,
     "ListModels": list_models,
     "DescribeModel": describe_model,
     "StartModel": start_model,
     "StopModel": stop_model,
     "DetectAnomalies": detect_anomalies,
+    "StartModelPackagingJob": start_model_packaging_job,
+    "DescribeModelPackagingJob": describe_model_packaging_job,
+    "ListModelPackagingJobs": list_model_packaging_jobs,
     "TagResource": tag_resource,
     "ListTagsForResource": list_tags_for_resource,
     "UntagResource": untag_resource,

@@ -12,53 +12,15 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
-import shutil
 import subprocess
-import sys
-import tempfile
-import venv
 from pathlib import Path
 
 import pytest
 
 from lvkit.boto import DATA_PATH
-from tests.server.conftest import KEY_ID, SECRET, serving_service
+from tests.server.conftest import GENUINE, KEY_ID, SECRET, serving_service
 
 pytestmark = pytest.mark.server
-
-GENUINE = "1.40.60"
-_OFFLINE = re.compile(r"No matching distribution|Could not find a version|NewConnectionError|Failed to establish|"
-                      r"Temporary failure in name resolution|Max retries exceeded|Network is unreachable|timed out",
-                      re.IGNORECASE)
-
-
-@pytest.fixture(scope="session")
-def genuine_python() -> Path:
-    """The interpreter of a venv holding boto3 and botocore 1.40.60 (built once, then reused)."""
-    base = Path(os.environ.get("LVKIT_GENUINE_VENV_DIR") or tempfile.gettempdir())
-    root = base / f"lvkit-genuine-boto3-{GENUINE}-py{sys.version_info[0]}{sys.version_info[1]}"
-    python = root / "bin" / "python"
-    if (root / ".complete").exists():
-        return python
-    tmp = base / f"{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    venv.create(tmp, with_pip=True)
-    pip = subprocess.run(
-        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"boto3=={GENUINE}", f"botocore=={GENUINE}"], capture_output=True, text=True, timeout=900)
-    if pip.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _OFFLINE.search(pip.stderr):
-            pytest.skip(f"pip could not fetch boto3=={GENUINE} from PyPI: {pip.stderr.strip()[-300:]}")
-        raise RuntimeError(f"pip install boto3=={GENUINE} failed:\n{pip.stderr}")
-    (tmp / ".complete").write_text(GENUINE)
-    try:
-        os.replace(tmp, root)
-    except OSError:  # another session finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return python
-
 
 def _strip(node):
     if isinstance(node, dict):

@@ -12,7 +12,16 @@ import pytest
 from lvkit.boto import DATA_PATH
 from lvkit.errors import ValidationException
 from lvkit.segmentation import build_result
-from lvkit.shapes import Anomaly, DetectAnomalyResult, ModelDescription, ModelStatus, tags_from_wire, tags_to_wire
+from lvkit.shapes import (
+    Anomaly,
+    DetectAnomalyResult,
+    ModelDescription,
+    ModelPackagingJob,
+    ModelStatus,
+    PackagingJobStatus,
+    tags_from_wire,
+    tags_to_wire,
+)
 
 DESCRIPTION = json.loads(Path(DATA_PATH, "lookoutvision", "2020-11-20", "service-2.json").read_text())
 
@@ -68,6 +77,21 @@ def test_anomaly_name_rules():
 def test_model_status_is_the_description_enum():
     assert [s.value for s in ModelStatus] == DESCRIPTION["shapes"]["ModelStatus"]["enum"]
     assert set(DESCRIPTION["shapes"]["ModelHostingStatus"]["enum"]) <= set(ModelStatus)
+
+
+def test_packaging_job_status_is_the_description_enum():
+    assert [s.value for s in PackagingJobStatus] == DESCRIPTION["shapes"]["ModelPackagingJobStatus"]["enum"]
+
+
+def test_packaging_job_wire_forms_are_the_description_shapes():
+    job = ModelPackagingJob("edge-1", "demo", "1", 1.0, 2.0, "SUCCEEDED", "done", "lvkit",
+                            {"Greengrass": {"ComponentName": "c", "ComponentVersion": "1.0.0"}}, "first",
+                            {"Greengrass": {"ComponentName": "c", "ComponentVersion": "1.0.0"}}, "/out/c-1.0.0.zip")
+    assert job.status is PackagingJobStatus.SUCCEEDED
+    shapes = DESCRIPTION["shapes"]
+    assert set(job.to_wire()) == set(shapes["ModelPackagingDescription"]["members"])
+    assert set(job.to_wire(metadata=True)) == set(shapes["ModelPackagingJobMetadata"]["members"])
+    assert type(job.to_wire()["Status"]) is str
 
 
 def test_model_status_is_its_string():
