@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -121,3 +122,25 @@ def test_each_module_imports_alone_without_torch(module):
             f'import lvkit.backends.anomalib.{module}' if module != "__init__" else 'import lvkit.backends.anomalib')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_the_training_child_imports_libraries_not_lvkit_modules_of_the_same_name(tmp_path):
+    """``lvkit/packaging.py`` once shadowed the ``packaging`` library in the training child:
+    its PYTHONPATH started with ``lvkit/`` itself. No top-level name may resolve into lvkit/."""
+    from lvkit.backends.anomalib.worker import child_env
+
+    env = child_env(allocator_fix=False)
+    first = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (first / "lvkit" / "__init__.py").is_file()
+    names = sorted(p.stem for p in (first / "lvkit").glob("*.py") if p.stem != "__init__")
+    assert "packaging" in names and "storage" in names  # the test means something
+    script = textwrap.dedent("""
+        import importlib.util, sys
+        inside = [n for n in sys.argv[1:] if (spec := importlib.util.find_spec(n)) and spec.origin
+                  and "/lvkit/" in spec.origin]
+        print(inside)
+        import packaging.requirements
+    """)
+    out = subprocess.run([sys.executable, "-c", script, *names], env=env, cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ALLOCATOR_ENV", "TrainingFailed", "main", "train_in_subprocess"]
+__all__ = ["ALLOCATOR_ENV", "TrainingFailed", "child_env", "main", "train_in_subprocess"]
 
 #: the environment that keeps PatchCore's coreset selection near 1 GB (set at process start)
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
@@ -226,6 +226,21 @@ def _reraise(event: dict[str, Any], returncode: int, stderr: str) -> TrainingFai
     )
 
 
+def child_env(*, allocator_fix: bool) -> dict[str, str]:
+    """The training child's environment: this one, the allocator settings, and ``PYTHONPATH``
+    starting with the folder that holds the ``lvkit`` package (never ``lvkit/`` itself, whose
+    modules would shadow libraries of the same name: ``lvkit/packaging.py`` hid ``packaging``)."""
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if allocator_fix:
+        env.update(ALLOCATOR_ENV)
+    env[_FIX_SWITCH] = "1" if allocator_fix else "0"
+    package_root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def train_in_subprocess(
     config: dict[str, Any],
     *,
@@ -258,14 +273,7 @@ def train_in_subprocess(
         ``FileNotFoundError`` for a missing image, ``BackendUnavailableError`` for missing
         weights), or its exit status and the end of its stderr when it died without one.
     """
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ)
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
-    if allocator_fix:
-        env.update(ALLOCATOR_ENV)
-    env[_FIX_SWITCH] = "1" if allocator_fix else "0"
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONUNBUFFERED"] = "1"
+    env = child_env(allocator_fix=allocator_fix)
     with tempfile.TemporaryDirectory(prefix="lvkit-worker-") as work:
         config_path = Path(work) / "config.json"
         config_path.write_text(json.dumps(config, default=str))
