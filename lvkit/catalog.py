@@ -38,6 +38,7 @@ Imports ``lvkit.errors``, ``lvkit.shapes``, ``lvkit.validation``, ``lvkit.store`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,8 @@ def source_from_wire(dataset_source: object) -> tuple[str | None, str | None]:
 def _epoch(value: object, field: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.timestamp()
+    if isinstance(value, datetime):  # a naive one is UTC, as botocore takes it
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -115,7 +116,7 @@ def _epoch(value: object, field: str) -> float | None:
         except ValueError:
             pass
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return _epoch(datetime.fromisoformat(value.replace("Z", "+00:00")), field)
         except ValueError:
             pass
     raise ValidationException(f"{field} must be a date and time (ISO 8601 or epoch seconds), got {str(value)[:40]!r}")
@@ -129,11 +130,15 @@ class Catalog:
     store : Store
     wait : bool, default True
         Whether create/update return only once their background work is done.
+    local_files : bool or Path, default True
+        Which local files entries may reference (:class:`lvkit.ingest.Ingest`): any, none (what
+        ``lvkit serve`` does unless given ``--local-files DIR``), or those under a folder.
     """
 
-    def __init__(self, store: Store, *, wait: bool = True) -> None:
+    def __init__(self, store: Store, *, wait: bool = True, local_files: bool | Path = True) -> None:
         self.store = store
         self.wait = wait
+        self.local_files = local_files
         self._threads: dict[Key, threading.Thread] = {}
         self._stop = threading.Event()
 
@@ -215,14 +220,16 @@ class Catalog:
         check_project_name(project)
         check_dataset_type(dataset_type)
         token = check_client_token(client_token)
+        self.store.get_project(project)
         if source is not None:  # an unusable or missing manifest is the caller's error, before anything is made
+            if self.local_files is not True and not storage.is_s3(source):
+                raise ValidationException("DatasetSource: this server reads manifests from S3 only")
             try:
                 found = storage.exists(storage.resolve(source)) if version_id is None else True
             except storage.StorageError as exc:
                 raise ValidationException(f"DatasetSource: {exc}") from None
             if not found:
                 raise ValidationException(f"DatasetSource: no manifest at {source} (check the bucket and the key)")
-        self.store.get_project(project)
         request = {"ProjectName": project, "DatasetType": dataset_type, "Source": source, "VersionId": version_id}
         holder: dict[str, str] = {}
 
@@ -249,7 +256,8 @@ class Catalog:
                                   DatasetStatus(out["status"]), out["message"])
 
     def _fill(self, project: str, dataset_type: str, source: str, version_id: str | None, owner: str) -> None:
-        ingest = Ingest(self.store.dataset_dir(project, dataset_type), owner, base=source, stop=self._stop)
+        ingest = Ingest(self.store.dataset_dir(project, dataset_type), owner, base=source, stop=self._stop,
+                        local_files=self.local_files)
         try:
             ingest.add_lines(storage.iter_lines(source, version_id=version_id))
             failure = ingest.failure() or (None if ingest.entries else "the manifest has no entries")
@@ -274,11 +282,13 @@ class Catalog:
             text = bytes(changes).decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise ValidationException(f"Changes is not UTF-8 text (byte {exc.start})") from None
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        # "\n" only, as a manifest is read (str.splitlines also splits on U+2028, \x0c...)
+        lines = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
         if not lines:
             raise ValidationException("Changes holds no JSON lines")
         self._row(project, dataset_type)
-        request = {"ProjectName": project, "DatasetType": dataset_type, "Changes": text}
+        request = {"ProjectName": project, "DatasetType": dataset_type,  # the token table keeps a digest, not 10 MiB
+                   "Changes": hashlib.sha256(changes).hexdigest()}
         holder: dict[str, str] = {}
 
         def run() -> dict[str, Any]:
@@ -300,7 +310,8 @@ class Catalog:
         return DatasetStatus(out["Status"])
 
     def _apply(self, project: str, dataset_type: str, lines: list[tuple[int, str]], owner: str) -> None:
-        ingest = Ingest(self.store.dataset_dir(project, dataset_type), owner, base=None, stop=self._stop)
+        ingest = Ingest(self.store.dataset_dir(project, dataset_type), owner, base=None, stop=self._stop,
+                        local_files=self.local_files)
         try:
             ingest.add_lines(lines)
             failure = ingest.failure()
@@ -324,11 +335,16 @@ class Catalog:
 
     def _settle(self, project: str, dataset_type: str, owner: str, ingest: Ingest, failure: str | None, *,
                 create: bool) -> None:
-        """Commit the ingest's entries with the COMPLETE status, or none with the FAILED one."""
+        """Commit the ingest's entries with the COMPLETE status, or none with the FAILED one.
+
+        Copies no entry refers to any more are removed in the same transaction, while the
+        dataset is still ours (IN_PROGRESS): no other ingest of it can be copying then.
+        """
         ok = DatasetStatus.CREATE_COMPLETE if create else DatasetStatus.UPDATE_COMPLETE
         failed = DatasetStatus.CREATE_FAILED if create else DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE
         busy = DatasetStatus.CREATE_IN_PROGRESS if create else DatasetStatus.UPDATE_IN_PROGRESS
         now = round(time.time(), 3)
+        message = self.store.redact(failure)[:1000] if failure else ""
         try:
             with self.store.transaction() as db:
                 if failure is None:
@@ -339,24 +355,22 @@ class Catalog:
                         [(project, dataset_type, e.source_ref, e.line, now, e.label, e.image, e.mask, seq + i)
                          for i, e in enumerate(ingest.entries.values(), start=1)])
                     message = f"{len(ingest.entries)} entries {'read' if create else 'added or replaced'}"
+                self._collect(db, project, dataset_type)
                 db.execute("UPDATE datasets SET status=?, status_message=?, owner=NULL, updated=?"
                            " WHERE project=? AND type=? AND status=? AND owner=?",
-                           ((failed if failure else ok).value, (failure or message)[:1000], now, project,
-                            dataset_type, busy.value, owner))
+                           ((failed if failure else ok).value, message, now, project, dataset_type, busy.value,
+                            owner))
         except Exception:
             logger.exception("could not settle dataset %s/%s; it is settled when this process ends", project,
                              dataset_type)
-        self._collect(project, dataset_type)
 
-    def _collect(self, project: str, dataset_type: str) -> None:
+    def _collect(self, db: Any, project: str, dataset_type: str) -> None:
         """Remove copies no entry refers to (an update's replaced files, a failed ingest's)."""
         objects = self.store.dataset_dir(project, dataset_type) / "objects"
         if not objects.is_dir():
             return
-        keep = {r["image"] for r in self.store.read("SELECT image FROM entries WHERE project=? AND type=?",
-                                                   (project, dataset_type))}
-        keep |= {r["mask"] for r in self.store.read("SELECT mask FROM entries WHERE project=? AND type=? AND mask"
-                                                   " IS NOT NULL", (project, dataset_type))}
+        keep = {name for row in db.execute("SELECT image, mask FROM entries WHERE project=? AND type=?",
+                                           (project, dataset_type)) for name in row if name}
         for path in objects.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -374,6 +388,8 @@ class Catalog:
                 self._check_free(db, project, row, "DeleteDataset")
                 db.execute("DELETE FROM entries WHERE project=? AND type=?", (project, dataset_type))
                 db.execute("DELETE FROM datasets WHERE project=? AND type=?", (project, dataset_type))
+                # in the transaction: a CreateDataset of the same type waits for it, then copies afresh
+                shutil.rmtree(self.store.dataset_dir(project, dataset_type), ignore_errors=True)
             return {}
 
         if token is None:
@@ -381,8 +397,6 @@ class Catalog:
         else:
             self.store.remember("DeleteDataset", token, {"ProjectName": project, "DatasetType": dataset_type}, run,
                                 resource_id=f"{project}/{dataset_type}", resource_type="DATASET")
-        if not self.store.read("SELECT 1 FROM datasets WHERE project=? AND type=?", (project, dataset_type)):
-            shutil.rmtree(self.store.dataset_dir(project, dataset_type), ignore_errors=True)
 
     # -- training ------------------------------------------------------------------------------
     def check_trainable(self, project: str) -> None:
@@ -401,31 +415,27 @@ class Catalog:
     def training_manifests(self, project: str, folder: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]:
         """Write the project's labeled entries as manifests under ``folder`` for training.
 
-        The images and masks are hard links (copies where the file system has none) to the
-        dataset's copies, so an update during training cannot remove them. Returns
-        ``[(manifest, split), ...]`` (the train dataset, and the test dataset when there is
-        one) and each linked image's original line (by its path). ValidationException as
+        The manifests name the dataset's copies (absolute paths): while a model of the project
+        is TRAINING no update or delete may change them (:meth:`update`, :meth:`delete`).
+        Returns ``[(manifest, split), ...]`` (the train dataset, and the test dataset when
+        there is one) and each image's original line (by its path). ValidationException as
         :meth:`check_trainable`.
         """
         self.check_trainable(project)
         out: list[tuple[Path, str]] = []
         originals: dict[str, str] = {}
         for dataset_type in DATASET_TYPES:
-            source = self.store.dataset_dir(project, dataset_type) / "objects"
-            target = folder / dataset_type
-            rows = self.store.read("SELECT line, image, mask FROM entries WHERE project=? AND type=? AND label IS"
-                                   " NOT NULL ORDER BY seq", (project, dataset_type))
-            if not rows and not self.store.read("SELECT 1 FROM datasets WHERE project=? AND type=?",
-                                                (project, dataset_type)):
+            if not self.store.read("SELECT 1 FROM datasets WHERE project=? AND type=?", (project, dataset_type)):
                 continue
-            target.mkdir(parents=True, exist_ok=True)
+            objects = Path(os.path.normpath(self.store.dataset_dir(project, dataset_type).absolute())) / "objects"
             lines = []
-            for r in rows:
+            for r in self.store.read("SELECT line, image, mask FROM entries WHERE project=? AND type=? AND label IS"
+                                     " NOT NULL ORDER BY seq", (project, dataset_type)):
                 record = json.loads(r["line"])
-                record["source-ref"] = _link(source / r["image"], target / r["image"])
+                record["source-ref"] = str(objects / r["image"])
                 originals[record["source-ref"]] = r["line"]
                 if r["mask"] is not None:
-                    record["anomaly-mask-ref"] = _link(source / r["mask"], target / r["mask"])
+                    record["anomaly-mask-ref"] = str(objects / r["mask"])
                 lines.append(json.dumps(record))
             manifest = folder / f"{dataset_type}.manifest"
             manifest.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -457,12 +467,3 @@ class Catalog:
         for thread in list(self._threads.values()):
             thread.join(timeout)
 
-
-def _link(source: Path, target: Path) -> str:
-    target = Path(os.path.normpath(target.absolute()))  # as load_manifests names it
-    if not target.exists():
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-    return str(target)

@@ -427,6 +427,9 @@ def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], cle
               help="Most inference units (model workers) of all hosted versions together (default: from the "
                    "CPU cores).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--local-files", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A folder whose files datasets may reference (file:// or paths); without it only s3:// "
+                   "references are read, so no client can make the server copy its files.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
@@ -435,8 +438,8 @@ def report(out: str, notebooks_dir: str, smoke: bool, only: tuple[str, ...], cle
                    "on CPU, cores divided by inference units avoids oversubscription.")
 def serve(host: str, port: int, home: str | None, credentials_file: str | None, insecure: bool, max_queue: int,
           max_batch: int, idle_timeout: float, max_bytes: int, max_inflight_bytes: int, body_timeout: float,
-          body_idle_timeout: float, max_inference_units: int | None, device: str, log_level: str,
-          access_log: bool, torch_threads: int | None) -> None:
+          body_idle_timeout: float, max_inference_units: int | None, device: str, local_files: str | None,
+          log_level: str, access_log: bool, torch_threads: int | None) -> None:
     """Serve the Lookout for Vision REST API over HTTP (boto3 clients point endpoint_url here)."""
     import os
 
@@ -464,7 +467,7 @@ def serve(host: str, port: int, home: str | None, credentials_file: str | None, 
         hosting=HostingOptions(max_queue=max_queue, max_batch=max_batch, idle_timeout=idle_timeout),
         max_bytes=max_bytes, device=device, log_level=log_level, access_log=access_log,
         max_body_bytes_in_flight=max_inflight_bytes, body_timeout=body_timeout, body_idle_timeout=body_idle_timeout,
-        max_inference_units=max_inference_units)
+        max_inference_units=max_inference_units, local_files=local_files)
 
 
 @main.command("aws-data-path")

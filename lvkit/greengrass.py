@@ -368,6 +368,10 @@ def recipe(config: GreengrassConfiguration, *, project: str, version: int, packa
     }
 
 
+#: the version manifest's fields that name files on the server (the training data); a package leaves them out
+_SERVER_PATHS = ("dataset", "splits")
+
+
 def write_package(path: Path, model_dir: Path, *, project: str, version: int, backend: str,
                   calibration: dict[str, Any] | None, config: GreengrassConfiguration, package_uri: str) -> None:
     """Write the package of the version in ``model_dir`` as the zip ``path``.
@@ -399,7 +403,13 @@ def write_package(path: Path, model_dir: Path, *, project: str, version: int, ba
             dirs.sort()
             for file in sorted(files):
                 source = Path(root, file)
-                zf.write(source, "model/" + source.relative_to(model_dir).as_posix())
+                name = "model/" + source.relative_to(model_dir).as_posix()
+                if name == "model/lvkit.json":  # without the paths of the server's training images
+                    manifest = json.loads(source.read_text())
+                    zf.writestr(name, json.dumps({k: v for k, v in manifest.items() if k not in _SERVER_PATHS},
+                                                 indent=2))
+                else:
+                    zf.write(source, name)
         if calibration is not None:
             zf.writestr("model/calibration.json", json.dumps(calibration, indent=2, sort_keys=True))
         zf.writestr("run.py", RUNNER.substitute(fields))

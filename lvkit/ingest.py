@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterable
@@ -85,12 +86,17 @@ class Ingest:
         lines, where references must be absolute).
     stop : threading.Event, optional
         Set to stop at the next line (the ingest then fails).
+    local_files : bool or Path, default True
+        Which local files references may name: any (True, in process), none (False: a server
+        reads S3 only, so a remote client cannot make it copy its own files), or those under a
+        folder. Either way only regular files are read (never a FIFO or a device).
     """
 
     folder: Path
     owner: str
     base: str | None = None
     stop: threading.Event | None = None
+    local_files: bool | Path = True
     entries: dict[str, Entry] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
@@ -141,6 +147,8 @@ class Ingest:
 
     def _copy(self, uri: str, field_name: str, *, masks: bool) -> tuple[str, tuple[int, int]]:
         """Copy ``uri`` into objects/ under its content hash; its name there and its size."""
+        if not storage.is_s3(uri):
+            self._check_local(uri, field_name)
         tmp = self.folder / f".tmp-{self.owner}-{uuid.uuid4().hex[:8]}"
         try:
             storage.download(uri, tmp, max_bytes=MAX_FILE_BYTES)
@@ -154,6 +162,21 @@ class Ingest:
             return name, size
         finally:
             tmp.unlink(missing_ok=True)
+
+
+    def _check_local(self, path: str, field_name: str) -> None:
+        if self.local_files is False:
+            raise _FileError(f"{field_name} {path!r} is a local file: this server reads s3:// references only "
+                             "(lvkit serve --local-files DIR allows a folder)")
+        real = Path(os.path.realpath(path))
+        if self.local_files is not True and not real.is_relative_to(os.path.realpath(self.local_files)):
+            raise _FileError(f"{field_name} {path!r} is outside the folder this server reads local files from")
+        try:
+            regular = stat.S_ISREG(real.stat().st_mode)
+        except OSError:
+            regular = True  # missing: the download says so
+        if not regular:
+            raise _FileError(f"{field_name} {path!r} is not a regular file")
 
 
 class _FileError(Exception):

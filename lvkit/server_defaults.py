@@ -12,7 +12,7 @@ Imports nothing.
 from __future__ import annotations
 
 __all__ = ["BODY_IDLE_TIMEOUT", "BODY_TIMEOUT", "BUDGET_RETRY_AFTER", "DEFAULT_HOST", "DEFAULT_PORT",
-           "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT"]
+           "JSON_BODY_LIMIT", "MAX_BODY_BYTES_IN_FLIGHT", "CHANGES_BODY_LIMIT"]
 
 #: the address ``lvkit serve`` binds: loopback (other addresses need credentials or --insecure)
 DEFAULT_HOST = "127.0.0.1"
@@ -20,6 +20,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 #: body limit of the operations that take JSON
 JSON_BODY_LIMIT = 1024 * 1024
+#: UpdateDatasetEntries' body limit: its ``Changes`` may be 10 MiB, sent as base64 (4/3) in JSON
+CHANGES_BODY_LIMIT = 14 * 1024 * 1024
 #: default budget of request body bytes the server holds at once (32 DetectAnomalies bodies of 8 MiB)
 MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 #: default seconds a whole body may take to arrive (8 MiB at about 0.5 Mbit/s)

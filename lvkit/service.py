@@ -76,6 +76,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvkit.backends import Backend, load_backend
@@ -152,6 +153,9 @@ class LookoutVisionService:
     max_inference_units : int, optional
         The most inference units the versions hosted by this service may reserve together;
         default :func:`~lvkit.hosting.default_max_inference_units` (:attr:`quota`).
+    local_files : bool or Path, default True
+        Which local files dataset entries may name: any (in process), none (``lvkit serve``'s
+        default: a remote client must not make the server copy its files), or those under a folder.
     """
 
     def __init__(
@@ -164,6 +168,7 @@ class LookoutVisionService:
         loader: Callable[..., Backend] = load_backend,
         hosting: HostingOptions | None = None,
         max_inference_units: int | None = None,
+        local_files: bool | Path = True,
     ) -> None:
         #: the inference units this service's hosted versions may reserve together
         self.quota = UnitQuota(default_max_inference_units() if max_inference_units is None
@@ -179,7 +184,7 @@ class LookoutVisionService:
         self._key_locks: dict[Key, threading.Lock] = {}
         self._threads: dict[Key, threading.Thread] = {}
         #: the projects' datasets (:mod:`lvkit.catalog`)
-        self.catalog = Catalog(self.store, wait=wait)
+        self.catalog = Catalog(self.store, wait=wait, local_files=local_files)
         #: CreateModel (:mod:`lvkit.training_jobs`)
         self.training = TrainingJobs(self.store, self.catalog, device=device, wait=wait)
         #: model packaging jobs (:mod:`lvkit.packaging`)
@@ -688,6 +693,7 @@ class LookoutVisionService:
         for pool in pools:
             pool.close(timeout=30.0)
         self.catalog.close()
+        self.training.close()
         self.packaging.close()
         self.store.close()
 

@@ -528,8 +528,9 @@ class Store:
         that makes the version TRAINED.
         """
         final = self.artifact_dir(project, version)
-        tmp = final.parent / f".tmp-{self._claim()}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / f".tmp-{self.owner}-{uuid.uuid4().hex[:8]}"
         try:
+            self._claim()
             tmp.mkdir(parents=True)
             performance = build(tmp)
             if performance is not None and not isinstance(performance, dict):

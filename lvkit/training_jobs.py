@@ -42,10 +42,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
+import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -191,13 +190,16 @@ class TrainingJobs:
         Whether :meth:`create` returns only when training has ended.
     options : callable
         ``options(tags, device=...) -> ModelOptions``; default :func:`options_from_tags`.
+    max_trainings : int, default 1
+        Trainings run at once; later ones wait their turn, TRAINING (each uses every core).
     """
 
     def __init__(self, store: Store, catalog: Catalog, *, device: str = "auto", wait: bool = True,
-                 options: Callable[..., ModelOptions] = options_from_tags) -> None:
+                 options: Callable[..., ModelOptions] = options_from_tags, max_trainings: int = 1) -> None:
         self.store, self.catalog, self.device, self.wait = store, catalog, device, wait
         self._options = options
         self._threads: dict[tuple[str, int], threading.Thread] = {}
+        self._slots = threading.Semaphore(max_trainings)
 
     def create(self, project: str, *, output: str | None, description: str | None = None,
                kms_key_id: str | None = None, tags: Mapping[str, str] | None = None,
@@ -212,8 +214,12 @@ class TrainingJobs:
         check_kms_key_id(kms_key_id)
         token = check_client_token(client_token)
         tags = check_tags(dict(tags or {})) if tags else {}
-        options = self._options(tags, device=self.device)
-        options.trainer.check()
+        try:
+            options = self._options(tags, device=self.device)
+            options.trainer.check()
+        except ImportError as exc:  # the anomalib extra is optional
+            raise ValidationException(f"this lvkit cannot train: {exc.name or exc} is not installed "
+                                      "(pip install 'lvkit[anomalib]')") from None
         self.store.get_project(project)
         self.catalog.check_trainable(project)
         if output is not None and storage.is_s3(output):
@@ -226,6 +232,7 @@ class TrainingJobs:
 
         def run() -> dict[str, Any]:
             def tag(db: Any, version: int) -> None:
+                self.catalog.check_trainable(project)  # again, in the transaction: no update slipped in
                 arn = self.store.model_arn(project, version)
                 db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?, ?)", [(arn, k, v) for k, v in tags.items()])
 
@@ -241,22 +248,27 @@ class TrainingJobs:
         if fresh:
             thread = threading.Thread(target=self._train, args=(project, version, options, output, progress),
                                       name=f"lvkit-training-{project}-{version}", daemon=True)
-            thread.start()
-            self._threads[(project, version)] = thread
-            if self.wait:
-                thread.join()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: train here
+                self._train(project, version, options, output, progress)
+            else:
+                self._threads[(project, version)] = thread
+                if self.wait:
+                    thread.join()
         if answer.status != ModelStatus.TRAINING:  # a repeat after training: the first answer said TRAINING
             answer = replace(answer, status=ModelStatus.TRAINING, status_message="training in progress")
         return answer
 
     def _train(self, project: str, version: int, options: ModelOptions, output: str | None,
                progress: bool | str) -> None:
-        staging = self.store.home / "datasets" / project / f".tmp-{self.store.claim()}-train-{uuid.uuid4().hex[:8]}"
         locations: dict[str, Any] = {}
 
         def build(folder: Path) -> dict[str, float]:
-            manifests, originals = self.catalog.training_manifests(project, staging)
-            plan = check_dataset(load_manifests(staging, manifests), resize=options.resize, seed=options.seed)
+            with tempfile.TemporaryDirectory(prefix="lvkit-train-") as staging:  # the manifests only
+                manifests, originals = self.catalog.training_manifests(project, Path(staging))
+                dataset = load_manifests(self.store.home / "datasets" / project, manifests)
+            plan = check_dataset(dataset, resize=options.resize, seed=options.seed)
             performance, trained = build_version(options.trainer, plan, folder, weights_dir=self.store.home / "weights",
                                                  progress=progress)
             if output is not None:
@@ -264,12 +276,11 @@ class TrainingJobs:
                                                     folder))
             return performance
 
-        try:
-            self.store.build_model(project, version, build, output=locations)  # filled by build()
+        try:  # every failure, from the first step on, settles the version TRAINING_FAILED (build_model)
+            with self._slots:  # one training at a time: each uses every core
+                self.store.build_model(project, version, build, output=locations)  # filled by build()
         except Exception:
             logger.info("training %s/%s failed", project, version, exc_info=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _write_output(self, project: str, version: int, output: str, plan: TrainingPlan, trained: TrainedVersion,
                       performance: dict[str, float], originals: Mapping[str, str],
@@ -321,3 +332,10 @@ class TrainingJobs:
         thread = self._threads.get((project, version))
         if thread is not None:
             thread.join(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait a while for trainings in progress (a training cut short by the process's end is
+        TRAINING_FAILED when the store is next opened)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))

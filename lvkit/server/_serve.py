@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvkit.errors import BackendUnavailableError, LvkitError
@@ -88,7 +89,7 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = DEFAULT_HOS
           log_level: str = "info", access_log: bool = False, sock: socket.socket | None = None,
           max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT, body_timeout: float = BODY_TIMEOUT,
           body_idle_timeout: float = BODY_IDLE_TIMEOUT, max_inference_units: int | None = None,
-          **service_options: Any) -> None:
+          local_files: str | os.PathLike[str] | None = None, **service_options: Any) -> None:
     """Serve the store at ``home`` over HTTP until interrupted (what ``lvkit serve`` runs).
 
     Models HOSTED when the server last stopped are hosted again at startup. On shutdown,
@@ -119,6 +120,9 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = DEFAULT_HOS
     max_inference_units : int, optional
         The most inference units (model workers) of all hosted versions together; default from
         the CPU cores (:func:`~lvkit.hosting.default_max_inference_units`).
+    local_files : path-like, optional
+        A folder whose files dataset entries may reference (``file://`` or paths); without it
+        the server reads S3 references only.
     sock : socket.socket, optional
         A bound socket to serve instead of ``host``/``port``. Create it with
         ``socket.socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)``: asyncio turns on TCP_NODELAY only
@@ -126,6 +130,7 @@ def serve(home: str | os.PathLike[str] | None = None, *, host: str = DEFAULT_HOS
     """
     service = LookoutVisionService(home, device=device, max_bytes=max_bytes, wait=False,
                                    hosting=hosting or HostingOptions(), max_inference_units=max_inference_units,
+                                   local_files=Path(local_files).resolve() if local_files is not None else False,
                                    **service_options)
     try:
         service.store.claim_server(f"serving {host}:{port}" if sock is None else "")  # before uvicorn: a clear error

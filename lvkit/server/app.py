@@ -72,6 +72,7 @@ from lvkit.server_defaults import (
     BODY_IDLE_TIMEOUT,
     BODY_TIMEOUT,
     BUDGET_RETRY_AFTER,
+    CHANGES_BODY_LIMIT,
     JSON_BODY_LIMIT,
     MAX_BODY_BYTES_IN_FLIGHT,
 )
@@ -374,7 +375,9 @@ def _endpoint(operation: str, handler: Handler) -> Callable[[Request], Awaitable
         held, close = 0, False
         try:
             auth = state.verifier.precheck(request.headers, request_id=request_id) if state.verifier else None
-            limit = state.service.max_bytes if operation == "DetectAnomalies" else JSON_BODY_LIMIT
+            limit = {"DetectAnomalies": state.service.max_bytes,
+                     "UpdateDatasetEntries": min(CHANGES_BODY_LIMIT, state.budget.capacity)}.get(operation,
+                                                                                                 JSON_BODY_LIMIT)
             size = declared_size(request, limit)
             if not state.budget.reserve(size):
                 logger.info("request %s: %s refused: %s body bytes in flight, the budget is %s", request_id,
@@ -445,7 +448,8 @@ def create_app(service: LookoutVisionService, *, credentials: Mapping[str, str] 
         Request body bytes the server holds at once (each request reserves its
         ``Content-Length``, or its operation's limit when undeclared, until it is answered);
         a request that does not fit is answered ThrottlingException (429) before its body is
-        read. At least the largest body limit (``service.max_bytes`` and 1 MiB).
+        read. At least the largest body limit (``service.max_bytes`` and 1 MiB of JSON);
+        UpdateDatasetEntries' 14 MiB limit is cut to it when smaller.
     body_timeout, body_idle_timeout : float, default 120 and 15
         Seconds a whole request body may take to arrive, and may go without a byte arriving;
         past either the request is answered ValidationException and its connection closed.

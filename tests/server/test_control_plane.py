@@ -182,3 +182,38 @@ def test_create_model_failures_say_why(s3_env, lvkit_server, tmp_path):
     with pytest.raises(lv.exceptions.ValidationException):
         lv.delete_model(ProjectName="few", ModelVersion="latest")
     lv.delete_model(ProjectName="few", ModelVersion=version)
+
+
+def test_lvkit_serve_reads_s3_references_only_and_takes_10_mib_of_changes(tmp_path):
+    """A remote client must not make the server copy the server's own files; UpdateDatasetEntries
+    takes its whole 10 MiB of Changes over HTTP (base64 in JSON: more than the 1 MiB JSON limit)."""
+    from PIL import Image
+
+    import lvkit
+
+    image = tmp_path / "files" / "a.png"
+    image.parent.mkdir()
+    Image.new("RGB", (64, 64)).save(image)
+    with lvkit.serving(tmp_path / "home") as server:
+        lv = server.client()
+        lv.create_project(ProjectName="p")
+        lv.create_dataset(ProjectName="p", DatasetType="train")
+        lv.update_dataset_entries(ProjectName="p", DatasetType="train",
+                                  Changes=json.dumps({"source-ref": str(image)}).encode())
+        d = wait(lambda: lv.describe_dataset(ProjectName="p", DatasetType="train")["DatasetDescription"],
+                 lambda d: d["Status"] != "UPDATE_IN_PROGRESS", timeout=60)
+        assert d["Status"] == "UPDATE_FAILED_ROLLBACK_COMPLETE" and "s3:// references only" in d["StatusMessage"]
+        assert str(tmp_path) not in d["StatusMessage"]
+        line = json.dumps({"pad": "x" * 2000}) + "\n"  # no source-ref: refused at once, no S3 asked
+        big = line * (9 * 1024 * 1024 // len(line))
+        assert lv.update_dataset_entries(ProjectName="p", DatasetType="train", Changes=big.encode())["Status"] == \
+            "UPDATE_IN_PROGRESS"
+    with lvkit.serving(tmp_path / "home", args=["--local-files", str(image.parent)]) as server:
+        lv = server.client()
+        wait(lambda: lv.describe_dataset(ProjectName="p", DatasetType="train")["DatasetDescription"],
+             lambda d: d["Status"] != "UPDATE_IN_PROGRESS", timeout=60)
+        lv.update_dataset_entries(ProjectName="p", DatasetType="train",
+                                  Changes=json.dumps({"source-ref": str(image)}).encode())
+        d = wait(lambda: lv.describe_dataset(ProjectName="p", DatasetType="train")["DatasetDescription"],
+                 lambda d: d["Status"] != "UPDATE_IN_PROGRESS", timeout=60)
+        assert d["Status"] == "UPDATE_COMPLETE" and d["ImageStats"]["Total"] == 1, d["StatusMessage"]

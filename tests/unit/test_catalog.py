@@ -303,3 +303,56 @@ def test_busy_datasets_refuse_changes_and_a_dead_owner_is_settled(tmp_path, fold
     with pytest.raises(ConflictException, match="UPDATE_IN_PROGRESS"):
         svc.update_dataset_entries("p", "train", b'{"source-ref": "s3://b/x.png"}')
     svc.close()
+
+
+def test_local_references_follow_the_services_policy(tmp_path, folder):
+    """A server (local_files=False) reads S3 references only; a folder policy reads under it
+    only; no policy reads a FIFO or a device (it would hang or read forever)."""
+    import os
+
+    inside = _png(tmp_path / "allowed" / "a.png", 1)
+    outside = _png(tmp_path / "other" / "b.png", 2)
+    os.mkfifo(tmp_path / "allowed" / "pipe.png")
+    s3_only = "this server reads s3:// references only"
+    for policy, expect in [(False, {"a.png": s3_only, "b.png": s3_only, "pipe.png": s3_only}),
+                           (tmp_path / "allowed", {"b.png": "outside the folder", "pipe.png": "not a regular file"}),
+                           (True, {"pipe.png": "not a regular file"})]:
+        svc = LookoutVisionService(tmp_path / f"home-{policy is True}-{policy is False}", local_files=policy)
+        svc.create_project("p")
+        svc.create_dataset("p", "train")
+        for path in (inside, outside, tmp_path / "allowed" / "pipe.png"):
+            svc.update_dataset_entries("p", "train", _line(str(path)).encode())
+            d = svc.describe_dataset("p", "train")
+            if path.name in expect:
+                assert d.status == DatasetStatus.UPDATE_FAILED_ROLLBACK_COMPLETE, (policy, path)
+                assert expect[path.name] in d.status_message and str(tmp_path) not in d.status_message
+            else:
+                assert d.status == DatasetStatus.UPDATE_COMPLETE, (policy, path, d.status_message)
+        if policy is not True:
+            with pytest.raises(ValidationException, match="S3 only"):
+                svc.create_dataset("p", "test", str(folder / "train.manifest"))
+        svc.close()
+
+
+def test_dates_without_a_zone_are_utc_and_lines_split_on_newlines_only(service, folder, monkeypatch):
+    import time
+    from datetime import datetime, timezone
+
+    from lvkit.catalog import _epoch
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        utc = datetime(2020, 6, 23, tzinfo=timezone.utc).timestamp()
+        assert _epoch("2020-06-23T00:00:00", "BeforeCreationDate") == utc  # the API docs' own example
+        assert _epoch(datetime(2020, 6, 23), "BeforeCreationDate") == utc
+        assert _epoch("2020-06-23T02:00:00+02:00", "BeforeCreationDate") == utc
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    service.create_dataset("p", "train")
+    record = json.loads(_line(str(folder / "good" / "0.png")))
+    record["note"] = "line\u2028separator\x0cin a string"
+    service.update_dataset_entries("p", "train", (json.dumps(record, ensure_ascii=False) + "\r\n").encode())
+    d = service.describe_dataset("p", "train")
+    assert d.status == DatasetStatus.UPDATE_COMPLETE and d.total == 1, d.status_message
