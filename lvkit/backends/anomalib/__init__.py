@@ -17,8 +17,10 @@ One module per job, imported in this order (no module imports one below it):
   answering DetectAnomalies.
 * :mod:`~lvkit.backends.anomalib.exported`: ``OpenVINOBackend`` and ``OnnxBackend``, an exported
   version answering with AnomalibBackend's decision on another runtime (no torch needed).
+* :mod:`~lvkit.backends.anomalib.network`: the exported network: a model traced to one ONNX
+  graph with a dynamic batch, converted to OpenVINO, quantized to int8.
 * :mod:`~lvkit.backends.anomalib.export`: ``export_version`` (``lvkit export``), a trained
-  version traced to OpenVINO or ONNX as a new version.
+  version traced to OpenVINO or ONNX as a new version, its decision re-fitted for fp16/int8.
 
 Nothing here imports torch or anomalib at import time, and this package imports its modules
 only when a name is asked for, so the training child process starts lean.

@@ -1,55 +1,64 @@
 """Export a trained anomalib version to OpenVINO or ONNX as a new model version of its project.
 
 :func:`export_version` (``lvkit export``) traces the version's torch model into one ONNX graph
-that takes decoded images as uint8 (B, H, W, 3) and returns the raw scores (B,) and maps
-(B, H, W) of :func:`~lvkit.backends.anomalib.models.predict_raw`: the scaling to [0, 1], the
-antialiased bilinear resize to the model's side, anomalib's normalisation (its post-processing
-stays off) and the bilinear resize of the map back to the image are inside the graph, so a
-runtime needs nothing around it. The batch is dynamic; height and width are fixed to the
+(:mod:`~lvkit.backends.anomalib.network`) that takes decoded images as uint8 (B, H, W, 3) and
+returns the raw scores (B,) and maps (B, H, W) of :func:`~lvkit.backends.anomalib.models.predict_raw`:
+the scaling to [0, 1], the antialiased bilinear resize to the model's side, anomalib's
+normalisation (its post-processing stays off) and the bilinear resize of the map back to the
+image are inside the graph, so a runtime needs nothing around it. The batch is dynamic
+(PatchCore's memory-bank search is traced unchunked, which torch.export otherwise fixed to the
+example's batch at a 256 px model size; ``export.input.batch`` is null, or the one batch a
+graph still came out with, which the backends pad to); height and width are fixed to the
 version's image size, or dynamic for a version trained with ``resize=True``. OpenVINO IR is
 converted from that graph.
 
 Precisions, and the choices made where the runtimes leave one:
 
-* **fp32**: the traced graph as it is.
+* **fp32**: the traced graph as it is; the decision is the source's.
 * **fp16** (OpenVINO only): the IR's weights stored in fp16 (``compress_to_fp16``); on CPU the
   runtime decompresses them and computes in fp32. ONNX fp16 is refused: onnxconverter-common's
   conversion of these graphs does not load in ONNX Runtime (mistyped ``Cast`` nodes), and with
   those nodes kept in fp32 the CPU provider runs fp16 too slowly to serve.
-* **int8**: post-training static quantization of the convolutions (the backbone), calibrated on
-  the first ``calibration_images`` of the version's ``fit`` split (training normals, paths
-  sorted; listed in the manifest). Distances, matrix products and the anomaly head stay in
-  fp32: quantizing PatchCore's nearest-neighbour search makes its scores useless. OpenVINO uses
-  NNCF (``nncf.quantize``, default preset); ONNX uses ONNX Runtime's ``quantize_static`` (QDQ,
-  per-channel int8 weights, uint8 activations). The decision stays the source's, fitted to fp32
-  scores, and int8 shifts them: on the tiny test benchmark (PatchCore, 64 px) scores moved by up
-  to 0.2-0.4 of their range, verdicts agreed with torch on 72-89% of the images, and the
-  source's pixel threshold found no anomalous pixel any more. Re-fitting the decision on the
-  validation split for the int8 network is not done.
+* **int8**: post-training static quantization of the backbone's convolutions only, calibrated
+  on the first ``calibration_images`` of the version's ``fit`` split (training normals, paths
+  sorted; listed in the manifest). Everything after the backbone stays in fp32: distances,
+  matrix products, the anomaly head and its Gaussian blur of the map (quantizing that blur
+  flattened the maps: pixel AUROC 0.5 on the tiny test model, 0.95 without). OpenVINO uses
+  NNCF (``nncf.quantize``, default preset, every other operation type ignored); ONNX uses ONNX
+  Runtime's ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations).
 
-The new version's ``lvkit.json`` is the source's (decision, labels, colours, labeller, splits,
-image size...) with ``backend`` set to the format and an ``export`` record (source version,
-format, precision, file, runtime versions, calibration images). Its Performance and
-``evaluation`` are measured again with the exported network on the source's evaluation split
-when those images are still readable (the source's are kept in ``export.source_performance``),
-and copied otherwise (``export.performance_from`` says which): an int8 network's verdicts can
-differ from the source's, while the thresholds are the source's.
+**The decision is re-fitted for fp16 and int8.** A reduced-precision network's raw scores and
+maps are on another scale (the tiny test model's int8 scores are about 0.6-0.8 x the fp32 ones
+plus an offset; with the source's thresholds its masks were empty), so the image threshold,
+Confidence slope, pixel threshold and region labeller are fitted again on the exported
+network's outputs for the version's ``validation`` split: the same images and the same code
+(:func:`~lvkit.backends.anomalib.train.fit_served_decision`) training used. The labels and
+masks come from the version's dataset, reloaded from ``manifest["dataset"]``; a missing image
+or dataset refuses an int8 export. fp16 is re-fitted too (the same path, one pass over the
+validation images; its thresholds move by about 0.1-0.2%), and keeps the source's decision
+when the images are gone. ``export.decision`` records ``refit``, the ``split`` and its
+``images``, the ``source`` decision, and ``why_kept`` when it was not re-fitted.
+
+The new version's ``lvkit.json`` is the source's (labels, colours, splits, image size...) with
+``backend`` set to the format, the re-fitted ``decision`` and ``labeler``, and an ``export``
+record (source version, format, precision, file, input, runtime versions, calibration images,
+decision). Its Performance and ``evaluation`` are measured again with the exported network at
+its decision on the source's evaluation split when those images are still readable (the
+source's are kept in ``export.source_performance``), and copied otherwise
+(``export.performance_from`` says which).
 
 Everything checkable is checked before the version is created (format, precision, the source
-version and its backend, the packages, the calibration images); a failure during the export
-itself leaves a TRAINING_FAILED version, as a failed training does.
+version and its backend, the packages, the calibration and validation images); a failure during
+the export itself leaves a TRAINING_FAILED version, as a failed training does.
 
 Not supported: versions of models without an ONNX-traceable forward, CUDA export.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +66,18 @@ import numpy as np
 
 from lvkit.backends import read_version_manifest, write_version_manifest
 from lvkit.backends.anomalib.exported import EXTRAS, runtime_version
+from lvkit.backends.anomalib.network import OPSET, export_onnx, onnx_batch, quantize_onnx, to_openvino
 from lvkit.errors import BackendUnavailableError, ValidationException
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from lvkit.backends.anomalib.decision import Decision
+    from lvkit.backends.anomalib.regions import RegionLabeler
+    from lvkit.datasets import Sample
     from lvkit.store import Store
 
-__all__ = ["CALIBRATION_IMAGES", "FORMATS", "PRECISIONS", "export_onnx", "export_version"]
+__all__ = ["CALIBRATION_IMAGES", "FORMATS", "PRECISIONS", "export_version", "refit_decision"]
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -72,7 +85,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATION_IMAGES = 32
 #: the network file of an exported version, by format
 FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
-OPSET = 18  # ONNX Resize with antialias needs 18
 
 
 def check_options(format: str, precision: str, calibration_images: int = CALIBRATION_IMAGES) -> None:
@@ -128,178 +140,98 @@ def _calibration(manifest: dict[str, Any], n: int) -> list[str]:
     return paths
 
 
-@contextlib.contextmanager
-def _quiet_logs(*names: str) -> Iterator[None]:
-    """Raise these loggers (``""``: the root) to ERROR inside the block (quantizers log per layer)."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
+def _validation(manifest: dict[str, Any], precision: str) -> list[Sample]:
+    """The source's validation samples (labels, masks), in its split's order, for re-fitting the
+    decision: its dataset reloaded from ``manifest["dataset"]`` (the detected layout first, then
+    the others, since one folder can hold several), the first whose samples include every
+    validation image and whose anomaly labels are the version's."""
+    from lvkit.datasets import load
+    from lvkit.datasets.folder import LAYOUTS
+    from lvkit.errors import DatasetError
+    from lvkit.shapes import anomaly_name
+
+    paths = [str(p) for p in (manifest.get("splits") or {}).get("validation", [])]
+    root = manifest.get("dataset")
+    why = f"{precision} re-fits the decision on the version's validation images"
+    if not paths or not root:
+        raise ValidationException(f"{why}; its manifest lists no validation split or dataset (export it as fp32)")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ValidationException(f"{why}, and {len(missing)} of the {len(paths)} are missing (first: {missing[0]}); "
+                                  "restore the dataset")
+    for layout in (None, *LAYOUTS):
+        try:
+            ds = load(root, layout=layout)
+        except DatasetError:
+            continue
+        by_path = {str(s.image_path): s for s in ds.samples}
+        labels = [anomaly_name(n) for n in ds.labels] if ds.is_segmentation else []
+        if all(p in by_path for p in paths) and labels == list(manifest.get("labels") or []):
+            return [by_path[p] for p in paths]
+    raise ValidationException(f"{why} with their labels and masks, and the dataset at {root} no longer holds them "
+                              "(moved, or its labels changed); restore the dataset")
+
+
+def _refit_images(manifest: dict[str, Any], precision: str) -> tuple[list[Sample], str | None]:
+    """The validation samples to re-fit the decision on, and why there are none: fp32 keeps the
+    source's decision, and so does fp16 when the images are gone (int8 is refused instead)."""
+    if precision == "fp32":
+        return [], "fp32 runs the source's network: its decision holds"
     try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+        return _validation(manifest, precision), None
+    except ValidationException as exc:
+        if precision == "int8":
+            raise
+        return [], f"{exc} (fp16 scores are within 1% of the score range of fp32's: the source's decision is kept)"
 
 
-# --------------------------------------------------------------------------- the graph
+def refit_decision(backend: Any, validation: list[Sample], labels: list[str]) -> tuple[Decision, RegionLabeler | None]:
+    """The decision (and region labeller) re-fitted on ``backend``'s raw outputs for ``validation``.
 
-
-def export_onnx(model: Any, path: str | os.PathLike[str], *, image_size: tuple[int, int],
-                dynamic_size: bool = False) -> list[str]:
-    """Trace ``model`` (from ``models.load_model``) into ``path``: uint8 (B, H, W, 3) in, raw outputs out.
+    The images and the fitting code are training's (:func:`~lvkit.backends.anomalib.train.fit_served_decision`);
+    only the network that scores them changes. Maps of images of another size than the first
+    (versions trained with ``resize``) are resized to it bilinearly, as the training worker does.
 
     Parameters
     ----------
-    model : AnomalibModule
-        A model of :func:`~lvkit.backends.anomalib.models.load_model` (post-processing off).
-    path : path-like
-        The ``.onnx`` file to write.
-    image_size : (width, height)
-        The images' size (an example for a ``dynamic_size`` graph).
-    dynamic_size : bool, default False
-        Accept any height and width (the version was trained with ``resize=True``).
+    backend : AnomalibBackend
+        Any backend with ``raw`` (an exported one, or the source's torch backend).
+    validation : list of Sample
+        The version's validation split (``manifest["splits"]["validation"]``, in order).
+    labels : list of str
+        The version's anomaly labels (``manifest["labels"]``; empty: classification).
 
     Returns
     -------
-    list of str
-        The graph's outputs: ``["score", "map"]``, or ``["score"]`` for a model without maps.
+    decision : Decision
+    labeler : RegionLabeler or None
     """
-    import torch
-    import torch.nn.functional as F
-
-    from lvkit.backends.anomalib.models import CONFIG_ATTR, quiet
-
-    side = int(getattr(model, CONFIG_ATTR)["image_size"])
-    model = model.to("cpu").eval()
-
-    class Graph(torch.nn.Module):  # what predict_raw does around the model, as one graph
-        rows: torch.Tensor
-        cols: torch.Tensor
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            width, height = image_size
-            # (H, side) and (W, side), each the right operand (OpenVINO's CPU plugin fails to
-            # compile fp16-compressed constants as the left operand of a MatMul)
-            self.register_buffer("rows", _resize_matrix(height, side))
-            self.register_buffer("cols", _resize_matrix(width, side))
-
-        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            batch, height, width = images.shape[0], images.shape[1], images.shape[2]
-            x = images.permute(0, 3, 1, 2).float() / 255.0
-            if dynamic_size:  # models.resize_batch
-                x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-            elif (height, width) != (side, side):  # the same resize as two constant matrix products
-                x = torch.matmul(torch.matmul(x, self.cols).transpose(-1, -2), self.rows).transpose(-1, -2)
-            out = self.model(x)
-            score = out.pred_score.reshape(batch).float()
-            if out.anomaly_map is None:
-                return (score,)
-            amap = out.anomaly_map.float().reshape(batch, 1, *out.anomaly_map.shape[-2:])
-            if dynamic_size or tuple(amap.shape[-2:]) != (height, width):
-                amap = F.interpolate(amap, size=(height, width), mode="bilinear", align_corners=False)
-            return score, amap[:, 0]
-
-    graph = Graph().eval()
-    width, height = image_size
-    example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, height, width, 3), dtype=np.uint8))
-    with torch.inference_mode():
-        outputs = ["score", "map"][: len(graph(example))]
-    dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=1024)}
-    if dynamic_size:
-        dims.update({1: torch.export.Dim("height", min=16, max=4096), 2: torch.export.Dim("width", min=16, max=4096)})
-    with quiet(), _quiet_logs("torch.onnx", "onnxscript"):
-        program = torch.onnx.export(graph, (example,), None, dynamo=True, input_names=["image"],
-                                    output_names=outputs, dynamic_shapes={"images": dims}, opset_version=OPSET,
-                                    optimize=False, verbose=False)
-        if program is None:  # only when given a file name, which is not the case here
-            raise RuntimeError("torch.onnx.export returned no program")
-        program.save(str(path))
-    return outputs
-
-
-def _resize_matrix(n: int, side: int) -> Any:
-    """(n, side): the weights of torch's antialiased bilinear resize of a length-``n`` axis to ``side``.
-
-    The resize is linear and separable, so resizing each unit vector gives its row. ONNX's
-    ``Resize`` has an ``antialias`` attribute, but OpenVINO ignores it when downscaling (scores
-    off by a quarter of their range on 300 px images into a 128 px model); two matrix products
-    give every runtime the same pixels.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, n)
-    out = F.interpolate(eye, size=(1, side), mode="bilinear", align_corners=False, antialias=True)
-    return out.reshape(n, side).float()
-
-
-def _images(paths: list[str], batch: int = 1) -> list[npt.NDArray[np.uint8]]:
-    """Calibration inputs: ``batch`` images each (the network's batch when it came out static;
-    the last one padded with copies of its last image)."""
+    from lvkit.backends.anomalib.train import fit_served_decision
     from lvkit.images import read_rgb
 
-    images = [read_rgb(p) for p in paths]
-    chunks = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        chunk += [chunk[-1]] * (batch - len(chunk))
-        chunks.append(np.stack(chunk))
-    return chunks
+    scores: list[float] = []
+    maps: list[npt.NDArray[np.float32]] = []
+    for sample in validation:
+        rgb = read_rgb(sample.image_path)
+        backend.check_size(rgb)
+        score, amap = backend.raw(rgb[None])
+        scores.append(float(score[0]))
+        maps.append(amap[0] if not maps or amap[0].shape == maps[0].shape else _map_at(amap[0], maps[0].shape))
+    return fit_served_decision(validation, labels, np.asarray(scores), np.stack(maps))
 
 
-def _onnx_batch(path: Path) -> int:
-    """The batch of an ONNX graph's input when it is static, else 1."""
-    import onnx
+def _map_at(amap: npt.NDArray[np.float32], shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    import torch
+    import torch.nn.functional as F
 
-    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
-    return int(dim.dim_value) if dim.HasField("dim_value") else 1
-
-
-def _to_openvino(onnx_path: Path, xml_path: Path, precision: str, calibration: list[str]) -> None:
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    if precision == "int8":
-        import nncf
-
-        from lvkit.backends.anomalib.models import quiet
-
-        data = _images(calibration, _onnx_batch(onnx_path))
-        with quiet(), _quiet_logs("nncf"):
-            model = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data),
-                                  ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False))
-    ov.save_model(model, str(xml_path), compress_to_fp16=precision == "fp16")
+    t = torch.from_numpy(np.ascontiguousarray(amap, np.float32))[None, None]
+    return np.asarray(F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy())
 
 
-def _quantize_onnx(src: Path, dst: Path, calibration: list[str], work: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]  # untyped base
-        def __init__(self) -> None:
-            self.items = iter([{"image": image} for image in _images(calibration, _onnx_batch(src))])
-
-        def get_next(self) -> dict[str, Any] | None:
-            return next(self.items, None)
-
-    prepared = work / "prepared.onnx"
-    with _quiet_logs(""):
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=["Conv"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-
-
-# --------------------------------------------------------------------------- the version
-
-
-def _remeasure(folder: Path, manifest: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
-    """(Performance, evaluation) of the exported network on the source's evaluation split, or
-    None when the split or its labels are unknown or an image is no longer readable."""
-    from lvkit.backends import load_backend
+def _remeasure(backend: Any, manifest: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """(Performance, evaluation) of the exported network at its decision on the source's
+    evaluation split, or None when the split or its labels are unknown or an image is no longer
+    readable."""
     from lvkit.backends.recalibrated import performance_at
     from lvkit.images import read_rgb
 
@@ -307,14 +239,13 @@ def _remeasure(folder: Path, manifest: dict[str, Any]) -> tuple[dict[str, float]
     labels = (manifest.get("evaluation") or {}).get("labels")
     if not paths or labels is None or len(labels) != len(paths) or not all(Path(p).is_file() for p in paths):
         return None
-    backend = load_backend(folder, device="cpu")
     verdicts, p_anomaly = [], []
     for path in paths:
         rgb = read_rgb(path)
-        backend.check_size(rgb)  # type: ignore[attr-defined]  # an ExportedBackend
-        scores, _ = backend.raw(rgb[None])  # type: ignore[attr-defined]
-        verdicts.append(bool(scores[0] > backend.decision.image_threshold))  # type: ignore[attr-defined]
-        p_anomaly.append(round(backend.decision.probability(float(scores[0])), 6))  # type: ignore[attr-defined]
+        backend.check_size(rgb)
+        scores, _ = backend.raw(rgb[None])
+        verdicts.append(bool(scores[0] > backend.decision.image_threshold))
+        p_anomaly.append(round(backend.decision.probability(float(scores[0])), 6))
     return performance_at(labels, verdicts), {"labels": list(labels), "p_anomaly": p_anomaly}
 
 
@@ -341,7 +272,8 @@ def export_version(
     format : {"openvino", "onnx"}
         The runtime the new version runs on (its backend).
     precision : {"fp32", "fp16", "int8"}, default "fp32"
-        fp16 is OpenVINO-only; int8 calibrates on the version's training images (module docstring).
+        fp16 is OpenVINO-only; int8 calibrates on the version's training images; both re-fit
+        the decision on its validation images (module docstring).
     calibration_images : int, default 32
         How many of the sorted ``fit`` images calibrate an int8 export.
     description : str, optional
@@ -356,7 +288,7 @@ def export_version(
     ------
     lvkit.ValidationException
         Unknown format or precision, ONNX fp16, a source version that is not a trained anomalib
-        version, missing calibration images.
+        version, missing calibration images, or for int8 missing validation images (or their dataset).
     lvkit.ResourceNotFoundException
         The project or version does not exist.
     lvkit.errors.BackendUnavailableError
@@ -376,6 +308,7 @@ def export_version(
     source_version, source_dir, source = _source(store, project, version)
     _require(format, precision)
     calibration = _calibration(source, calibration_images) if precision == "int8" else []
+    validation, why_kept = _refit_images(source, precision)
     from lvkit.backends.anomalib.backend import _core
 
     core = _core()  # BackendUnavailableError without torch/anomalib
@@ -392,29 +325,41 @@ def export_version(
             work = Path(tmp)
             onnx_path = work / "model.onnx"
             outputs = export_onnx(model, onnx_path, image_size=image_size, dynamic_size=dynamic_size)
+            batch = onnx_batch(onnx_path)
             target = folder / FILES[format]
             if format == "openvino":
-                _to_openvino(onnx_path, target, precision, calibration)
+                to_openvino(onnx_path, target, precision, calibration)
             elif precision == "int8":
-                _quantize_onnx(onnx_path, target, calibration, work)
+                quantize_onnx(onnx_path, target, calibration, work)
             else:
                 os.replace(onnx_path, target)
         import anomalib
         import torch
 
+        from lvkit.backends import load_backend
+
         export = {
             "source_version": source_version, "format": format, "precision": precision, "file": FILES[format],
             "input": {"name": "image", "dtype": "uint8", "layout": "NHWC",
-                      "size": None if dynamic_size else list(image_size)},
+                      "size": None if dynamic_size else list(image_size), "batch": batch},
             "outputs": outputs, "opset": OPSET, "runtime": runtime_version(format),
             "torch": torch.__version__, "anomalib": anomalib.__version__, "exported_at": time.time(),
             "calibration": {"split": "fit", "rule": "the first n paths of the split, sorted", "n": len(calibration),
                             "images": calibration} if calibration else None,
+            "decision": {"refit": bool(validation), "split": "validation" if validation else None,
+                         "images": [str(s.image_path) for s in validation], "source": source["decision"],
+                         "why_kept": why_kept},
             "source_performance": source.get("performance"),
         }
         manifest = {**source, "backend": format, "export": export}
         write_version_manifest(folder, manifest)
-        measured = _remeasure(folder, manifest)
+        backend: Any = load_backend(folder, device="cpu")
+        if validation:
+            decision, labeler = refit_decision(backend, validation, list(source.get("labels") or []))
+            manifest["decision"] = decision.to_dict()
+            manifest["labeler"] = labeler.to_dict() if labeler is not None else None
+            backend = type(backend)(backend.model, manifest, device=backend.device)
+        measured = _remeasure(backend, manifest)
         export["performance_from"] = "source" if measured is None else "exported"
         if measured is not None:
             manifest["performance"], manifest["evaluation"] = measured

@@ -65,8 +65,9 @@ def runtime_version(fmt: str) -> str:
 def _fixed_batch(run: Runner, n: int) -> Runner:
     """``run`` for a network whose batch came out static (``n``): chunks of ``n``, the last one
     padded with copies of its last image (scores and maps are per image, so padding changes no
-    answer). torch.export specialises the batch of some models (PatchCore at a 256 px model size)
-    although the export declares it dynamic."""
+    answer). The export declares the batch dynamic, and PatchCore's now is at every size
+    (``network.unchunked_search``); this is the fallback for a graph torch.export still fixed,
+    and for versions exported before (PatchCore at a 256 px model size had a batch of 2)."""
 
     def padded(images: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         scores: list[npt.NDArray[np.float32]] = []

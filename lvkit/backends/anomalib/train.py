@@ -5,9 +5,10 @@ does the anomalib part:
 
 1. trains the model in a child process (:mod:`~lvkit.backends.anomalib.worker`), which also
    scores the validation and evaluation images;
-2. fits the decision on the validation split (:mod:`~lvkit.backends.anomalib.decision`:
-   image threshold, confidence slope, pixel threshold) and, for a segmentation dataset, the
-   labeller of predicted regions (:mod:`~lvkit.backends.anomalib.regions`);
+2. fits the decision on the validation split (:func:`fit_served_decision`: image threshold,
+   confidence slope, pixel threshold (:mod:`~lvkit.backends.anomalib.decision`) and, for a
+   segmentation dataset, the labeller of predicted regions (:mod:`~lvkit.backends.anomalib.regions`));
+   ``lvkit export`` re-fits the same on an int8 or fp16 network's outputs;
 3. returns the manifest fields :class:`~lvkit.backends.anomalib.backend.AnomalibBackend` loads,
    and the verdicts on the evaluation split (``lvkit.training`` turns them into Performance).
 
@@ -17,14 +18,15 @@ Progress is shown per stage with the time each took (see :class:`StageProgress`)
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from lvkit.backends.anomalib.decision import fit_decision, fit_pixel_threshold
+from lvkit.backends.anomalib.decision import Decision, fit_decision, fit_pixel_threshold
 from lvkit.backends.anomalib.regions import RegionLabeler, predicted_regions
 from lvkit.datasets import read_label_masks, union_mask
 from lvkit.errors import ValidationException
@@ -35,9 +37,10 @@ from lvkit.shapes import anomaly_name
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from lvkit.datasets import Sample
     from lvkit.training import TrainedVersion, TrainingPlan
 
-__all__ = ["AnomalibTrainer", "check_options"]
+__all__ = ["AnomalibTrainer", "check_options", "fit_served_decision"]
 
 
 def check_options(*, model: str, device: str, image_size: object, epochs: object) -> None:
@@ -136,7 +139,7 @@ class AnomalibTrainer:
             with np.load(work / "predictions.npz") as pred:
                 scores, maps = pred["scores"].astype(np.float64), pred["maps"].astype(np.float32)
             bar.update({"stage": "decide", "progress": 0.0})
-            decision, labeler = self._decide(plan, scores, maps)
+            decision, labeler = fit_served_decision(splits["validation"], plan.labels, scores, maps)
             bar.update({"stage": "decide", "progress": 1.0})
         (work / "predictions.npz").unlink()
         work.rmdir()
@@ -151,28 +154,51 @@ class AnomalibTrainer:
             evaluation_p_anomaly=np.array([decision.probability(float(x)) for x in scores[nv:]]),
         )
 
-    @staticmethod
-    def _decide(plan: TrainingPlan, scores: npt.NDArray[np.float64],
-                maps: npt.NDArray[np.float32]) -> tuple[Any, RegionLabeler | None]:
-        """The decision (and region labeller) fitted on the validation split's scores and maps."""
-        validation = plan.splits["validation"]
-        nv = len(validation)
-        decision = fit_decision(scores[:nv], np.array([s.label for s in validation]))
-        if not plan.labels:
-            return decision, None
-        shape = maps.shape[1:]
-        # each sample's masks read once, at the maps' size (nearest neighbour commutes with the union)
-        truths = [{anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()} for s in validation]
-        true = np.stack([union_mask(t, shape) for t in truths])
-        decision = type(decision)(decision.image_threshold, decision.slope, fit_pixel_threshold(maps[:nv], true))
-        examples = []
-        for i, s in enumerate(validation):
-            if s.label == 1:
-                truth = truths[i]
-                pred = predicted_regions(maps[i] > decision.pixel_threshold, truth)
-                rgb = read_rgb(s.image_path)
-                if rgb.shape[:2] != shape:  # the labeller reads colours where the regions are
-                    rgb = np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
-                examples.append((rgb, pred))
-                examples += [(rgb, {k: v}) for k, v in truth.items() if k not in pred]  # missed: the truth
-        return decision, RegionLabeler.fit(plan.labels, examples)
+
+def fit_served_decision(validation: Sequence[Sample], labels: Sequence[str], scores: npt.ArrayLike,
+                        maps: npt.NDArray[np.floating]) -> tuple[Decision, RegionLabeler | None]:
+    """The decision (and region labeller) fitted on the validation images' raw scores and maps.
+
+    What training fits and ``lvkit export`` re-fits for an exported network whose outputs moved
+    (int8): the image threshold and confidence slope (:func:`~lvkit.backends.anomalib.decision.fit_decision`),
+    and for a segmentation version (``labels`` not empty) the pixel threshold
+    (:func:`~lvkit.backends.anomalib.decision.fit_pixel_threshold`) and the labeller of predicted regions.
+
+    Parameters
+    ----------
+    validation : sequence of Sample
+        The version's validation images, in the order of ``scores`` and ``maps``.
+    labels : sequence of str
+        The version's anomaly labels as the API names them (empty: classification).
+    scores : array-like of shape (N,)
+        Raw anomaly scores; entries past ``len(validation)`` are ignored.
+    maps : ndarray of shape (N, H, W)
+        Raw anomaly maps, one size (the masks are resized to it); unused without ``labels``.
+
+    Returns
+    -------
+    decision : Decision
+    labeler : RegionLabeler or None
+        None without ``labels``.
+    """
+    nv = len(validation)
+    decision = fit_decision(np.asarray(scores, np.float64)[:nv], np.array([s.label for s in validation]))
+    if not labels:
+        return decision, None
+    shape = maps.shape[1:]
+    # each sample's masks read once, at the maps' size (nearest neighbour commutes with the union)
+    truths = [{anomaly_name(k): _resized(v, shape) for k, v in read_label_masks(s).items()} for s in validation]
+    true = np.stack([union_mask(t, shape) for t in truths])
+    pixel_threshold = fit_pixel_threshold(maps[:nv], true)
+    decision = replace(decision, pixel_threshold=pixel_threshold)
+    examples = []
+    for i, s in enumerate(validation):
+        if s.label == 1:
+            truth = truths[i]
+            pred = predicted_regions(maps[i] > pixel_threshold, truth)
+            rgb = read_rgb(s.image_path)
+            if rgb.shape[:2] != shape:  # the labeller reads colours where the regions are
+                rgb = np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+            examples.append((rgb, pred))
+            examples += [(rgb, {k: v}) for k, v in truth.items() if k not in pred]  # missed: the truth
+    return decision, RegionLabeler.fit(labels, examples)

@@ -4,6 +4,10 @@
 artifact folder. The exports go into a store of their own (a copy of the trained version as
 project 'brick' version 1), so the shared ``anomalib_home`` keeps its single version.
 Each export traces the model (about 40 s on 2 loaded cores).
+
+``patchcore_256_store`` holds a PatchCore version at lvkit's default model size (256 px), trained
+on the tiny benchmark with a 1% coreset (about 30 s): the size at which torch.export used to
+fix the exported batch.
 """
 
 from __future__ import annotations
@@ -50,3 +54,14 @@ def exported_version(export_store: lvkit.Store) -> Callable[[str, str], Path]:
         return made[fmt, precision]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def patchcore_256_store(tmp_path_factory: pytest.TempPathFactory, tiny_benchmark: Path) -> lvkit.Store:
+    """A store whose project 'brick' version 1 is PatchCore at the default 256 px model size."""
+    pytest.importorskip("anomalib")
+    store = lvkit.Store(tmp_path_factory.mktemp("home-256"))
+    version = lvkit.train("brick", tiny_benchmark, model="patchcore", image_size=256, home=store, progress=False,
+                          model_kwargs={"coreset_sampling_ratio": 0.01})
+    assert version == "1"
+    return store
