@@ -262,15 +262,21 @@ def train(
     model : str, default "patchcore"
         An anomalib image model (see ``lvkit.backends.anomalib.models.MODELS``).
     backbone, layers : optional
-        A timm backbone and its feature layers; default the offline EfficientNet-Lite0.
+        A timm backbone and its feature layers; default the offline EfficientNet-Lite0
+        (``tf_efficientnet_lite1`` and ``tf_efficientnet_lite2`` are offline too and take the
+        same default layers).
     image_size : int, default 256
         The model's input side (images are resized to it inside the model). Smaller images
         are upsampled: on the bundled 128 px benchmark, 256 doubles PatchCore's mean mask IoU
-        (0.28 -> 0.51) for about 3x the training time.
+        (0.28 -> 0.51) for about 3x the training time. SuperSimpleNet needs 128 or more,
+        EfficientAD 256 or more, Reverse Distillation a multiple of 32.
     model_kwargs : dict, optional
         Options of the anomalib model class. PatchCore's ``coreset_sampling_ratio`` defaults to
         what keeps its memory bank near 1,000 patches (between 0.01 and 0.1): the coreset
-        selection's time grows with patches x bank size.
+        selection's time grows with patches x bank size. DFKDE's ``n_pca_components`` defaults
+        to 16 or one fewer than the fit images. EfficientAD needs ``imagenet_dir`` (Imagenette's
+        train folder) and its distilled teacher: ``teacher_weights`` (a local
+        ``pretrained_teacher_small.pth``) or anomalib's cache.
     epochs : int, optional
         For models trained by gradient descent (Stfpm, ...); model default otherwise.
     resize : bool, default False

@@ -91,6 +91,74 @@ def anomalib_version_dir(anomalib_home: Path) -> Path:
     return lvkit.Store(anomalib_home).artifact_dir("brick", 1)
 
 
+#: the other anomalib models, each trained once per session by ``lvkit.train`` on the tiny benchmark
+#: at the smallest size that still means something (1 epoch; SuperSimpleNet's Perlin noise needs
+#: 128 px, EfficientAD's autoencoder 256). Seconds of lvkit.train, one thread, most of the short
+#: ones the training process starting; about 3 min for all of them in the suite (EfficientAD 75 s).
+MODEL_CASES: dict[str, dict[str, object]] = {
+    "dfm": {"image_size": 64},  # 12 s
+    "dfkde": {"image_size": 64},  # 8 s
+    "cflow": {"image_size": 64, "epochs": 1},  # 10 s
+    "fastflow": {"image_size": 64, "epochs": 1},  # 9 s
+    "reverse_distillation": {"image_size": 64, "epochs": 1},  # 10 s
+    "supersimplenet": {"image_size": 128, "epochs": 1},  # 11 s
+    "efficient_ad": {"image_size": 256, "epochs": 1},  # 112 s; teacher and Imagenette made up below
+}
+
+
+def model_case_params() -> list[object]:
+    """:data:`MODEL_CASES` as slow pytest params; EfficientAD (about 90 s) only without LVKIT_SMOKE
+    (CI runs smoke: it keeps the others, which share its code paths)."""
+    import os
+
+    smoke = pytest.mark.skipif(bool(os.environ.get("LVKIT_SMOKE")), reason="about 90 s: runs without LVKIT_SMOKE")
+    return [pytest.param(name, marks=[pytest.mark.slow, *([smoke] if name == "efficient_ad" else [])])
+            for name in MODEL_CASES]
+
+
+def efficient_ad_files(folder: Path) -> dict[str, str]:
+    """``model_kwargs`` that let EfficientAD train offline, for tests of the code path only.
+
+    The teacher is a *randomly initialised* small PDN saved as a state dict (the right keys and
+    shapes, not the distilled network anomalib downloads), and ``imagenet_dir`` holds four noise
+    images in one class folder instead of Imagenette: what a user passes has the same form.
+    """
+    import torch
+    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    teacher = folder / "pretrained_teacher_small.pth"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(EfficientAdModel(teacher_out_channels=384, model_size="small").teacher.state_dict(), teacher)
+    images = folder / "imagenet" / "noise"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    return {"teacher_weights": str(teacher), "imagenet_dir": str(images.parent)}
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, tiny_benchmark: Path) -> Callable[[str], Path]:
+    """``trained_model(name)``: a store home whose project ``name`` holds version 1 of that model
+    (:data:`MODEL_CASES`), trained by ``lvkit.train`` on first use and shared by the session."""
+    pytest.importorskip("anomalib")
+    homes: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in homes:
+            home = tmp_path_factory.mktemp(f"model-{name}")
+            options = dict(MODEL_CASES[name])
+            if name == "efficient_ad":
+                options["model_kwargs"] = efficient_ad_files(home / "offline")
+            lvkit.train(name, tiny_benchmark, model=name, home=home, progress=False, **options)  # type: ignore[arg-type]
+            homes[name] = home
+        return homes[name]
+
+    return get
+
+
 @pytest.fixture
 def lvkit_server(tmp_path: Path):
     """A live ``lvkit serve`` (uvicorn in a thread, 127.0.0.1, a free port) over a fresh store.

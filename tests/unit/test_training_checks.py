@@ -28,6 +28,12 @@ from lvkit.cli import main
     ({"image_size": 0}, "image_size must be an integer from 32"),
     ({"image_size": 256.0}, "image_size must be an integer from 32"),
     ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"model": "supersimplenet", "image_size": 64}, "supersimplenet needs an image_size of at least 128"),
+    ({"model": "efficient_ad", "image_size": 128}, "efficient_ad needs an image_size of at least 256"),
+    ({"model": "reverse_distillation", "image_size": 80}, "reverse_distillation needs an image_size that is a "
+                                                           "multiple of 32"),
+    ({"backbone": "resnet18"}, "layers must be given for backbone 'resnet18'"),
+    ({"model": "ganomaly", "backbone": "tf_efficientnet_lite1"}, "has its own network"),
 ])
 def test_bad_options_create_nothing(tmp_path, tiny_benchmark, options, message):
     pytest.importorskip("anomalib")

@@ -84,11 +84,13 @@ def fit(
     target = torch.device(resolve_device(device))
     images = resize_batch(to_tensors(train_images, same_size=False), config["image_size"])
     inner: Any = model.model
-    needed = int(inner.classifier.n_pca_components) if config["name"] == "dfkde" else 1
+    needed = int(inner.classifier.n_pca_components) + 1 if config["name"] == "dfkde" else 1  # an invertible KDE
     if len(images) < needed:
         raise ValueError(
-            f"{config['name']} needs at least {needed} training images (n_pca_components), got {len(images)}"
+            f"{config['name']} needs at least {needed} training images (n_pca_components + 1), got {len(images)}"
         )
+    if config["name"] == "cflow":
+        _fit_fibers(inner, len(images), min(spec.batch_size, len(images)), config["image_size"])
     model.to(target)
     with seeded(seed):
         if isinstance(model, MemoryBankMixin):
@@ -96,6 +98,20 @@ def fit(
         else:
             _fit_lightning(model, images, spec, epochs or spec.epochs, target, seed, report)
     model.eval()
+
+
+def _fit_fibers(inner: Any, n: int, batch_size: int, image_size: int) -> None:
+    """Lower CFlow's ``fiber_batch_size`` to the fibers (feature-map pixels) of its coarsest layer
+    in the smallest training batch: anomalib refuses a batch with fewer (64 by default, more than
+    a 64 px image's 1/32 map holds). Only training uses it; the saved model does not change."""
+    import torch
+
+    device = next(inner.encoder.parameters()).device
+    with torch.no_grad():
+        features = inner.encoder(torch.zeros(1, 3, image_size, image_size, device=device))
+    pixels = min(f.shape[-2] * f.shape[-1] for f in features.values())
+    smallest = n % batch_size or batch_size
+    inner.fiber_batch_size = max(1, min(int(inner.fiber_batch_size), smallest * pixels))
 
 
 def _fit_memory_bank(model: Any, images: torch.Tensor, batch_size: int, device: torch.device, report: Progress) -> None:

@@ -6,13 +6,15 @@ disabled), and callers put thresholds, confidence and masks on top.
 
 What is not emulated or supported:
 
-- Models that need a timm backbone take any timm CNN; only the default, ``tf_efficientnet_lite0``,
-  has weights that ship offline (see :mod:`lvkit.backends.anomalib.weights`).
+- Models that need a timm backbone take any timm CNN; the EfficientNet-Lite0 (default), Lite1
+  and Lite2 have weights that ship offline (see :mod:`lvkit.backends.anomalib.weights`), others
+  load from timm's caches or a local file (``backbone_weights``).
+- FastFlow and Reverse Distillation hard-code ResNet backbones in anomalib: lvkit builds them on
+  a timm backbone of its own (:mod:`lvkit.backends.anomalib.on_timm`, which says what changes).
+  CFA, CS-Flow and U-Flow, which do the same, are left out.
 - ``efficient_ad`` and ``draem`` need downloads anomalib makes on first use (a distilled teacher
   and Imagenette; the DTD textures); :func:`build_model` checks for them and fails at once with
-  the paths to fill instead.
-- Models whose anomalib class hard-codes its backbone by name (FastFlow, Reverse Distillation,
-  CFA, CS-Flow, U-Flow) are left out: they cannot take the offline backbone.
+  the paths to fill instead. EfficientAd's teacher can be any local file (``teacher_weights``).
 - PatchCore's coreset selection needs the allocator setting of
   :mod:`lvkit.backends.anomalib.worker`; train it through :func:`lvkit.backends.anomalib.worker.train_in_subprocess`.
 
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lvkit.backends.anomalib import weights
+from lvkit.backends.anomalib import on_timm, weights
 from lvkit.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "build_model",
+    "check_image_size",
     "load_model",
     "predict_raw",
     "resolve_device",
@@ -70,7 +73,7 @@ class ModelSpec:
     backbone : {"timm", "none"}
         ``"timm"``: takes ``backbone``/``layers`` (a timm CNN); ``"none"``: its own network.
     layers : tuple of str
-        Default feature layers of ``tf_efficientnet_lite0``.
+        Default feature layers of the EfficientNet-Lite backbones (``tf_efficientnet_lite0``-``2``).
     layer_arg : str
         Keyword the anomalib class takes the layers under (``"layer"`` for DFM, single).
     kwargs : dict
@@ -84,6 +87,11 @@ class ModelSpec:
     pretrained_arg : bool
         Whether the anomalib class takes ``pre_trained`` (Stfpm and Supersimplenet always
         load pretrained backbones; :func:`load_model` stages timm's random init for them).
+    min_image_size : int
+        Smallest ``image_size`` it trains at (SuperSimplenet's Perlin noise needs feature maps
+        of 32 pixels or more: 128 with a finest layer at stride 8).
+    size_multiple : int
+        ``image_size`` must be a multiple of it (Reverse Distillation's decoder: 32).
     """
 
     backbone: Literal["timm", "none"]
@@ -94,9 +102,11 @@ class ModelSpec:
     batch_size: int = 8
     segmentation: bool = True
     pretrained_arg: bool = True
+    min_image_size: int = 32
+    size_multiple: int = 1
 
 
-#: supported anomalib image models by lowercase name (defaults for ``tf_efficientnet_lite0``)
+#: supported anomalib image models by lowercase name (defaults for the EfficientNet-Lite backbones)
 MODELS: dict[str, ModelSpec] = {
     "patchcore": ModelSpec("timm", ("blocks.2", "blocks.4"), kwargs={"coreset_sampling_ratio": 0.1}),
     "padim": ModelSpec("timm", ("blocks.2", "blocks.4"), kwargs={"n_features": 100}),
@@ -104,9 +114,11 @@ MODELS: dict[str, ModelSpec] = {
     "dfm": ModelSpec("timm", ("blocks.4",), layer_arg="layer"),
     "dfkde": ModelSpec("timm", ("blocks.6",), segmentation=False),
     "cflow": ModelSpec("timm", ("blocks.2", "blocks.4", "blocks.6"), epochs=5),
-    "supersimplenet": ModelSpec("timm", ("blocks.2", "blocks.4"), epochs=10, pretrained_arg=False),
+    "supersimplenet": ModelSpec("timm", ("blocks.2", "blocks.4"), epochs=10, pretrained_arg=False, min_image_size=128),
+    "fastflow": ModelSpec("timm", ("blocks.1", "blocks.2", "blocks.4"), epochs=10),
+    "reverse_distillation": ModelSpec("timm", ("blocks.1", "blocks.2", "blocks.4"), epochs=10, size_multiple=32),
     "ganomaly": ModelSpec("none", epochs=10, segmentation=False),
-    "efficient_ad": ModelSpec("none", epochs=10, batch_size=1),
+    "efficient_ad": ModelSpec("none", epochs=10, batch_size=1, min_image_size=256),
     "draem": ModelSpec("none", epochs=10),
 }
 DEFAULT_MODEL = "patchcore"
@@ -128,6 +140,8 @@ def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
         "dfkde": m.Dfkde,
         "cflow": m.Cflow,
         "supersimplenet": m.Supersimplenet,
+        "fastflow": m.Fastflow,
+        "reverse_distillation": m.ReverseDistillation,
         "ganomaly": m.Ganomaly,
         "efficient_ad": m.EfficientAd,
         "draem": m.Draem,
@@ -139,6 +153,15 @@ def model_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}") from None
+
+
+def check_image_size(name: str, image_size: int) -> None:
+    """ValueError when model ``name`` cannot take ``image_size`` (:attr:`ModelSpec.min_image_size`, ...)."""
+    spec = model_spec(name)
+    if image_size < spec.min_image_size:
+        raise ValueError(f"{name} needs an image_size of at least {spec.min_image_size}, got {image_size}")
+    if image_size % spec.size_multiple:
+        raise ValueError(f"{name} needs an image_size that is a multiple of {spec.size_multiple}, got {image_size}")
 
 
 def resolve_device(device: str | torch.device = "auto") -> str:
@@ -209,11 +232,12 @@ def build_model(
     name : str, default "patchcore"
         A key of :data:`MODELS`.
     backbone : str, optional
-        timm backbone of ``"timm"`` models; default ``tf_efficientnet_lite0`` with offline
-        ImageNet weights. Other names load pretrained weights from the hub, or from
-        ``backbone_weights``.
+        timm backbone of ``"timm"`` models; default ``tf_efficientnet_lite0``. It and
+        ``tf_efficientnet_lite1``/``lite2`` have offline ImageNet weights
+        (:data:`~lvkit.backends.anomalib.weights.OFFLINE_BACKBONES`). Other names load pretrained
+        weights from timm's caches or the hub, or from ``backbone_weights``.
     layers : sequence of str, optional
-        Feature layers; default :attr:`ModelSpec.layers` (defined for the default backbone only).
+        Feature layers; default :attr:`ModelSpec.layers` (defined for the EfficientNet-Lite backbones only).
     image_size : int, default 256
         Square size images are resized to before the network.
     weights_dir : path-like, optional
@@ -228,6 +252,8 @@ def build_model(
         Seeds random initialisation (PaDiM's feature subset, student and decoder networks).
     **model_kwargs
         Passed to the anomalib class, over :attr:`ModelSpec.kwargs`; must be JSON-serialisable.
+        lvkit's own: ``teacher_weights`` (``efficient_ad``), a local file of its distilled
+        teacher (``pretrained_teacher_small.pth`` from anomalib's release) instead of anomalib's cache.
 
     Returns
     -------
@@ -238,7 +264,8 @@ def build_model(
     ------
     ValueError
         Unknown model; backbone/layers given to a model with its own network; missing
-        ``weights_dir``; options that are not JSON-serialisable.
+        ``weights_dir``; options that are not JSON-serialisable; an ``image_size`` the model
+        cannot take (:func:`check_image_size`); a teacher file of the wrong shape.
     lvkit.errors.BackendUnavailableError
         Weights or data the model needs are missing; the message says how to provide them.
 
@@ -283,40 +310,49 @@ def _build(
     config["kwargs"] = dict(kwargs)
     config["mean"] = config["std"] = None
     _check_json(config)
+    check_image_size(name, int(image_size))
     size = (int(image_size), int(image_size))
+    swap: dict[str, Any] | None = None  # FastFlow, Reverse Distillation: the backbone lvkit puts in
     if spec.backbone == "none":
         if backbone is not None or layers is not None or backbone_weights is not None:
             raise ValueError(f"model {name!r} has its own network; it takes no backbone, layers or backbone_weights")
         pre_processor = cls.configure_pre_processor(image_size=size)
     else:
         arch = backbone or weights.DEFAULT_BACKBONE
-        if layers is None and arch != weights.DEFAULT_BACKBONE:
-            raise ValueError(
-                f"layers must be given for backbone {arch!r} (defaults exist for {weights.DEFAULT_BACKBONE})"
-            )
+        if layers is None and arch not in weights.OFFLINE_BACKBONES:
+            known = ", ".join(weights.OFFLINE_BACKBONES)
+            raise ValueError(f"layers must be given for backbone {arch!r} (defaults exist for {known})")
         chosen = [str(layer) for layer in (layers if layers is not None else spec.layers)]
         timm_arch = arch
-        if pretrained and (arch == weights.DEFAULT_BACKBONE or backbone_weights is not None):
+        if pretrained and (arch in weights.OFFLINE_BACKBONES or backbone_weights is not None):
             if weights_dir is None:
                 raise ValueError(f"weights_dir is required to stage the pretrained weights of {arch!r}")
             if backbone_weights is None:
-                weights_file = weights.default_backbone_weights(weights_dir)
+                weights_file = weights.offline_backbone_weights(arch, weights_dir)
             else:
                 weights_file = weights.local_backbone_weights(arch, backbone_weights, weights_dir)
             timm_arch = weights.timm_name(weights_file)
         mean, std = mean_std if mean_std is not None else weights.backbone_mean_std(timm_arch)
-        kwargs["backbone"] = timm_arch
-        if spec.pretrained_arg:
-            kwargs["pre_trained"] = pretrained
-        kwargs[spec.layer_arg] = chosen[0] if spec.layer_arg == "layer" else chosen
+        if name in on_timm.MODELS:
+            swap = {"backbone": timm_arch, "layers": chosen, "pretrained": pretrained, "image_size": int(image_size)}
+            kwargs.update(on_timm.PLACEHOLDER[name])
+        else:
+            kwargs["backbone"] = timm_arch
+            if spec.pretrained_arg:
+                kwargs["pre_trained"] = pretrained
+            kwargs[spec.layer_arg] = chosen[0] if spec.layer_arg == "layer" else chosen
         config.update(backbone=arch, layers=chosen, mean=list(mean), std=list(std))
         pre_processor = _pre_processor(mean, std, int(image_size))
     if pretrained:
         weights.check_downloads(name, kwargs)
+    teacher = kwargs.pop("teacher_weights", None)  # lvkit's option, not the class's
 
     def construct() -> AnomalibModule:
         with seeded(seed), quiet():
-            return cls(**kwargs, pre_processor=pre_processor, post_processor=False, evaluator=False, visualizer=False)
+            module = cls(**kwargs, pre_processor=pre_processor, post_processor=False, evaluator=False, visualizer=False)
+            if swap is not None:
+                on_timm.rebuild(module, name, **swap)
+        return module
 
     with contextlib.ExitStack() as stack:
         if spec.backbone == "timm" and not pretrained and not spec.pretrained_arg:
@@ -326,10 +362,13 @@ def _build(
             kwargs["backbone"] = weights.timm_name(weights.placeholder_backbone(str(config["backbone"]), folder))
         if name == "draem" and not pretrained:  # no anomaly sources needed to predict
             kwargs["dtd_dir"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="lvkit-dtd-"))
-        if spec.backbone == "timm" and pretrained and not str(kwargs["backbone"]).startswith("local-dir:"):
-            model = weights.with_pretrained_download(construct, backbone=str(kwargs["backbone"]), what=f"for {name}")
+        backbone_name = str(swap["backbone"] if swap is not None else kwargs.get("backbone"))
+        if spec.backbone == "timm" and pretrained and not backbone_name.startswith("local-dir:"):
+            model = weights.with_pretrained_download(construct, backbone=backbone_name, what=f"for {name}")
         else:
             model = construct()
+    if teacher is not None and pretrained:
+        weights.load_teacher(model, teacher)
     setattr(model, CONFIG_ATTR, config)  # the recipe save_model stores
     return model
 

@@ -45,7 +45,7 @@ __all__ = ["AnomalibTrainer", "check_options", "fit_served_decision"]
 
 def check_options(*, model: str, device: str, image_size: object, epochs: object) -> None:
     """ValidationException for an option lvkit cannot train with, before anything is created."""
-    from lvkit.backends.anomalib.models import MODELS, resolve_device
+    from lvkit.backends.anomalib.models import MODELS, check_image_size, resolve_device
 
     if model not in MODELS:
         close = difflib.get_close_matches(model, list(MODELS), n=1)
@@ -57,6 +57,10 @@ def check_options(*, model: str, device: str, image_size: object, epochs: object
         raise ValidationException(str(exc)) from None
     if isinstance(image_size, bool) or not isinstance(image_size, int) or not 32 <= image_size <= MAX_SIDE:
         raise ValidationException(f"image_size must be an integer from 32 to {MAX_SIDE}, got {image_size!r}")
+    try:
+        check_image_size(model, image_size)
+    except ValueError as exc:
+        raise ValidationException(str(exc)) from None
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
         raise ValidationException(f"epochs must be a positive integer, got {epochs!r}")
 
@@ -90,12 +94,22 @@ class AnomalibTrainer:
     def check(self) -> None:
         """ValidationException for an option lvkit cannot train with."""
         check_options(model=self.model, device=self.device, image_size=self.image_size, epochs=self.epochs)
+        from lvkit.backends.anomalib.models import MODELS
+        from lvkit.backends.anomalib.weights import OFFLINE_BACKBONES
+
+        if MODELS[self.model].backbone == "none" and (self.backbone is not None or self.layers is not None):
+            raise ValidationException(f"model {self.model!r} has its own network; it takes no backbone or layers")
+        if self.backbone not in (None, *OFFLINE_BACKBONES) and self.layers is None:
+            raise ValidationException(f"layers must be given for backbone {self.backbone!r} (defaults exist for "
+                                      f"{', '.join(OFFLINE_BACKBONES)})")
 
     def _model_kwargs(self, n_fit: int) -> dict[str, Any]:
         kwargs = dict(self.model_kwargs)
         if self.model == "patchcore" and "coreset_sampling_ratio" not in kwargs:
             patches = n_fit * (self.image_size // 8) ** 2  # the default layers' finest stride is 8
             kwargs["coreset_sampling_ratio"] = round(min(0.1, max(0.01, 1000 / patches)), 4)
+        if self.model == "dfkde" and "n_pca_components" not in kwargs:  # fewer than its images: an invertible KDE
+            kwargs["n_pca_components"] = max(1, min(16, n_fit - 1))
         return kwargs
 
     def stage_weights(self, n_fit: int, n_scored: int) -> dict[str, float]:

