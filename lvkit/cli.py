@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from lvkit.cli_bench import bench
 from lvkit.cli_common import client_for, home_option, print_json
 from lvkit.cli_datasets import datasets, models_create
 from lvkit.errors import AccessDeniedException, ConflictException, DatasetError, LookoutVisionError, LvkitError
@@ -250,6 +251,7 @@ def models() -> None:
 
 models.add_command(models_create)
 main.add_command(datasets)
+main.add_command(bench)
 
 
 @models.command("list")

@@ -5,6 +5,9 @@ scores the real service, anomalib and recorded runs alike:
 
 - :func:`run` -> a DataFrame, one row per image (of :func:`heldout`, a version's held-out
   images); :func:`throughput` -> latency and images/s.
+- :func:`matrix` -> models x datasets x seeds, a version trained and scored per :class:`Cell`
+  (on Ray, resumable); its :class:`MatrixResult` holds per-cell metrics and leaderboards
+  with paired bootstrap differences (``leaderboard``).
 - Tables: :func:`image_metrics`, :func:`operating_points`, :func:`calibration_report`,
   :func:`recalibration_report` (with :func:`split_for_calibration`), :func:`mask_report`,
   :func:`mask_threshold_curve`; :func:`ci_frame` shows a report as ``estimate, low, high``.
@@ -36,6 +39,7 @@ from lvkit.eval.calibration import (
     log_loss,
     reliability_curve,
 )
+from lvkit.eval.cells import Cell
 from lvkit.eval.checks import CalibrationFitWarning, CoverageWarning
 from lvkit.eval.masks import (
     aupro,
@@ -49,6 +53,7 @@ from lvkit.eval.masks import (
     per_label_iou,
     pixel_auroc,
 )
+from lvkit.eval.matrix import MatrixResult, matrix
 from lvkit.eval.parity import parity
 from lvkit.eval.ranking import (
     average_precision,
@@ -82,6 +87,7 @@ __all__ = [
     "Calibrator",
     "calibrator_from_dict",
     "CALIBRATORS",
+    "Cell",
     "ci_frame",
     "confidence_from_score",
     "confusion_counts",
@@ -102,6 +108,8 @@ __all__ = [
     "mask_stats",
     "mask_threshold_curve",
     "MaskIoUAccumulator",
+    "matrix",
+    "MatrixResult",
     "mean_dice",
     "mean_iou",
     "operating_point",

@@ -19,7 +19,9 @@ images. The curve (starting at (0, 0)) is integrated with the trapezoid rule ove
 divided by ``fpr_limit``: the definition of anomalib's ``AUPRO`` (2.x), whose thresholds are
 every distinct score (``num_thresholds=None`` here). ``num_thresholds=k`` evaluates ``k``
 evenly spaced thresholds instead, trading exactness for memory and a per-threshold histogram
-that can be accumulated image by image.
+that can be accumulated image by image: :func:`aupro_rows` keeps, per image, the counts that
+curve is made of at fixed thresholds, and :func:`aupro_from_rows` sums any subset of them (a
+bootstrap resample) into the area, equal to ``aupro(..., num_thresholds=k)`` on the same grid.
 
 This module imports numpy (scipy.ndimage and sklearn inside functions); not torch, matplotlib,
 pandas.
@@ -42,7 +44,10 @@ from lvkit.eval.checks import (
     warn_undefined,
 )
 
-__all__ = ["aupro", "best_iou_threshold", "iou_threshold_curve", "pixel_auroc"]
+__all__ = [
+    "aupro", "aupro_from_rows", "aupro_rows", "aupro_thresholds", "best_iou_threshold", "iou_threshold_curve",
+    "pixel_auroc",
+]
 
 _Bool = npt.NDArray[np.bool_]
 _F64 = npt.NDArray[np.float64]
@@ -177,6 +182,68 @@ def aupro(
         grid = np.linspace(scores.min(), scores.max(), num_thresholds)
         fpr, pro = _curve_binned(scores, normal, weights, n_normal, n_regions, grid)
     return _from_curve(fpr, pro, limit)
+
+
+def aupro_rows(masks_true: Sequence[npt.ArrayLike], anomaly_maps: Sequence[npt.ArrayLike], *,
+               thresholds: npt.ArrayLike) -> _F64:
+    """Per-image statistics of the PRO curve at fixed ascending ``thresholds`` (``k`` of them).
+
+    Row ``i`` is ``[normal pixels, regions, fp(t_1) .. fp(t_k), overlap(t_1) .. overlap(t_k)]``
+    of image ``i``: ``fp(t)`` counts its normal pixels with ``map >= t`` and ``overlap(t)``
+    sums ``|C_r & P_t| / |C_r|`` over its regions. Rows add: :func:`aupro_from_rows` of any
+    subset (with repeats) is the AU-PRO of those images on this grid, so a bootstrap resamples
+    rows instead of maps. Not re-exported by ``lvkit.eval``; ``lvkit.eval.matrix`` stores them.
+    """
+    grid = as_finite("thresholds", thresholds)
+    if grid.size < 2 or bool(np.any(np.diff(grid) <= 0)):
+        raise ValueError(f"thresholds: expected at least 2 strictly ascending values, got {grid.size}")
+    k = grid.size
+    rows = np.zeros((len(masks_true), 2 + 2 * k), dtype=np.float64)
+    for i, (mask, amap) in enumerate(check_maps(masks_true, anomaly_maps)):
+        weights, n_regions = _region_weights(mask)
+        normal = (~mask.ravel()).astype(np.float64)
+        above = np.searchsorted(grid, amap.ravel(), side="right")  # thresholds t with score >= t
+        # pixels at threshold m: those with above > m (the counts of _curve_binned, per image)
+        fp = np.cumsum(np.bincount(above, weights=normal, minlength=k + 1)[::-1])[::-1][1:]
+        pro = np.cumsum(np.bincount(above, weights=weights, minlength=k + 1)[::-1])[::-1][1:]
+        rows[i, 0], rows[i, 1], rows[i, 2 : 2 + k], rows[i, 2 + k :] = normal.sum(), n_regions, fp, pro
+    return rows
+
+
+def aupro_from_rows(rows: npt.ArrayLike, *, fpr_limit: float = 0.3) -> float:
+    """AU-PRO of the images whose :func:`aupro_rows` are ``rows``; ``nan`` (no warning) when
+    they hold no region or no normal pixel."""
+    r = np.asarray(rows, dtype=np.float64)
+    total = r.sum(axis=0)
+    k = (r.shape[1] - 2) // 2
+    n_normal, n_regions = total[0], total[1]
+    if n_regions == 0 or n_normal == 0:
+        return NAN
+    fpr = np.r_[0.0, np.minimum(total[2 : 2 + k][::-1] / n_normal, 1.0)]  # from the highest threshold down
+    pro = np.r_[0.0, np.minimum(total[2 + k :][::-1] / n_regions, 1.0)]
+    return _from_curve(fpr, pro, fpr_limit)
+
+
+def aupro_thresholds(masks_true: Sequence[npt.ArrayLike], anomaly_maps: Sequence[npt.ArrayLike], *,
+                     fpr_limit: float = 0.3, n: int = 100) -> _F64:
+    """A threshold grid for :func:`aupro_rows` that is fine where AU-PRO is measured.
+
+    ``n`` quantiles of the normal pixels' scores at false-positive rates evenly spaced on
+    ``[0, min(1, 1.5 * fpr_limit)]`` (so the curve has a point every ``1.5 * fpr_limit / n``
+    of FPR up to past the limit), plus ``n // 2`` evenly spaced thresholds over all scores;
+    ascending, distinct. Evenly spaced thresholds alone (``aupro(num_thresholds=k)``) put few
+    points below the limit when the normal scores are skewed.
+    """
+    limit = check_in_range("fpr_limit", fpr_limit, "(0, 1]")
+    n = check_positive_int("n", n, minimum=2)
+    pairs = check_maps(masks_true, anomaly_maps)
+    truth, score = pooled_pixels(pairs)
+    if score.size == 0:
+        raise ValueError("expected at least one anomaly map, got none")
+    normal = score[~truth] if bool(np.any(~truth)) else score
+    levels = np.linspace(0.0, min(1.0, 1.5 * limit), n)
+    grid = np.unique(np.r_[np.quantile(normal, 1.0 - levels), np.linspace(score.min(), score.max(), n // 2)])
+    return grid if grid.size >= 2 else np.r_[grid, grid[-1] + 1.0]
 
 
 # --- threshold sweeps and pixel AUROC -----------------------------------------------------------

@@ -84,3 +84,15 @@ def test_no_module_uses_a_siblings_private_name() -> None:
 
 def test_warnings_are_exported() -> None:
     assert issubclass(ev.CoverageWarning, UserWarning) and issubclass(ev.CalibrationFitWarning, UserWarning)
+
+
+def test_module_level_lvkit_imports_are_shapes_errors_and_siblings() -> None:
+    """``eval -> shapes`` only: at import time an eval module imports ``lvkit.eval.*``, ``lvkit.shapes`` and
+    ``lvkit.errors``; training, the client, datasets and Ray are imported inside functions (the matrix)."""
+    allowed = {"lvkit.shapes", "lvkit.errors"}
+    for path in EVAL_DIR.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad = [n for n in names if n.startswith("lvkit") and n not in allowed and not n.startswith("lvkit.eval")]
+            assert not bad, f"{path.name} imports {bad} at module level"
