@@ -83,7 +83,8 @@ def _plain(value: Any) -> Any:
 def save_headline(report_dir: str | os.PathLike[str] | None, name: str, headline: Mapping[str, Any], *,
                   timings: Mapping[str, float] | None = None,
                   parameters: Mapping[str, Any] | None = None,
-                  warnings: Iterable[str | None] = ()) -> Path | None:
+                  warnings: Iterable[str | None] = (),
+                  tables: Mapping[str, str] | None = None) -> Path | None:
     """Record a notebook's headline numbers for ``lvkit report``: ``<report_dir>/<name>.json``.
 
     A notebook calls this with its ``REPORT_DIR`` parameter; when that is empty (the notebook
@@ -104,6 +105,8 @@ def save_headline(report_dir: str | os.PathLike[str] | None, name: str, headline
     warnings : iterable of str or None
         What a reader must know about the numbers (:func:`sample_size_warning`); None entries
         are skipped. ``index.md`` shows each under the report's numbers.
+    tables : mapping of str to str, optional
+        Markdown tables (a leaderboard) by title; ``index.md`` shows each after the numbers.
 
     Returns
     -------
@@ -128,7 +131,7 @@ def save_headline(report_dir: str | os.PathLike[str] | None, name: str, headline
     folder.mkdir(parents=True, exist_ok=True)
     data = {"notebook": name, "headline": _plain(headline), "timings": _plain(timings or {}),
             "parameters": _plain(parameters or {}), "warnings": [str(w) for w in warnings if w],
-            "fingerprint": fingerprint()}
+            "tables": {str(k): str(v) for k, v in (tables or {}).items()}, "fingerprint": fingerprint()}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return path
@@ -301,6 +304,10 @@ def render_index(results: Sequence[Mapping[str, Any]], *, fingerprint: Mapping[s
     >>> "> **Warning:** Small sample" in render_index([{"name": "x", "data": {"warnings": ["Small sample"]}}],
     ...                                               fingerprint={})
     True
+    >>> md = render_index([{"name": "x", "data": {"headline": {"a": 1}, "tables": {"Leaderboard": "| m |\\n| p |"}}}],
+    ...                   fingerprint={})
+    >>> "**Leaderboard**\\n\\n| m |\\n| p |" in md
+    True
     """
     fp = dict(fingerprint)
     machine = f"{fp.get('cpu')}, {fp.get('cores')} cores, GPU {fp.get('gpu') or 'none'}"
@@ -355,6 +362,8 @@ def render_index(results: Sequence[Mapping[str, Any]], *, fingerprint: Mapping[s
         if data.get("timings"):
             lines += ["", "| Timing (varies run to run) | Value |", "| --- | --- |"]
             lines += [f"| {k} | {_format(v)} |" for k, v in data["timings"].items()]
+        for title, table in (data.get("tables") or {}).items():
+            lines += ["", f"**{title}**", "", str(table).strip()]
         if data.get("parameters"):
             params = ", ".join(f"`{k}={v!r}`" for k, v in data["parameters"].items())
             lines += ["", f"Parameters: {params}"]

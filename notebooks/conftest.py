@@ -6,7 +6,7 @@ A notebook that needs a GPU or the real AWS service says so in its metadata::
 
 and is collected only when the matching opt-in is set to ``1``: ``LVKIT_NOTEBOOKS_GPU`` for
 ``gpu``, ``LVKIT_NOTEBOOKS_AWS`` for ``aws`` (``LVKIT_NOTEBOOKS_<NAME>`` for any other need).
-The six notebooks of ``notebooks/`` need neither: the throughput notebook adds GPU rows by
+The seven notebooks of ``notebooks/`` need neither: the throughput notebook adds GPU rows by
 itself when torch sees one. ``tests/test_notebooks.py`` tests this logic.
 """
 

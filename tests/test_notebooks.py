@@ -24,14 +24,19 @@ import pytest
 from lvkit.publish import KERNELSPEC, TEST_TAG, clean_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXPECTED = ["01_quickstart", "02_calibration", "03_mask_iou", "04_throughput", "05_backends", "06_runtimes"]
+EXPECTED = ["01_quickstart", "02_calibration", "03_mask_iou", "04_throughput", "05_backends", "06_runtimes",
+            "07_model_selection"]
 SMOKE_LINE = 'SMOKE = SMOKE or os.environ.get("LVKIT_SMOKE") == "1"'
 #: what a notebook may import besides the standard library and lvkit's public modules
 DISPLAY = {"IPython", "matplotlib", "numpy", "pandas", "torch"}  # torch: only torch.cuda.is_available()
 #: the parameters that point a notebook at any dataset and model version, with their defaults
 ANY_DATASET = {"DATASET": "", "PROJECT": None, "MODEL_VERSION": None, "HOME": "", "CLEANUP": False}
+#: the notebooks that train a matrix of versions (``lve.matrix``) instead of using one: no project, version or
+#: home to point at, but a results folder that a rerun resumes from
+MATRIX = ["07_model_selection"]
+ANY_MATRIX = {"DATASET": "", "RESULTS": "", "CLEANUP": False}
 #: the notebooks whose numbers score verdicts or masks on test images: they warn about small samples
-SCORING = ["01_quickstart", "02_calibration", "03_mask_iou", "05_backends", "06_runtimes"]
+SCORING = ["01_quickstart", "02_calibration", "03_mask_iou", "05_backends", "06_runtimes", "07_model_selection"]
 
 
 def _load(path: Path) -> dict:
@@ -55,10 +60,12 @@ def _code(nb: dict) -> list[dict]:
 
 @pytest.fixture(params=EXPECTED)
 def notebook(request: pytest.FixtureRequest) -> dict:
-    return _load(NOTEBOOKS / f"{request.param}.ipynb")
+    nb = _load(NOTEBOOKS / f"{request.param}.ipynb")
+    nb["name"] = request.param
+    return nb
 
 
-def test_the_six_notebooks_are_there():
+def test_the_seven_notebooks_are_there():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 
 
@@ -83,6 +90,10 @@ def test_first_code_cell_is_literal_parameters(notebook):
     assert {"SEED", "SMOKE", "REPORT_DIR"} <= set(names) and names[-1] == "SMOKE"
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in _python(cell).body}
     assert values["SMOKE"] is False and values["REPORT_DIR"] == ""
+    if notebook["name"] in MATRIX:
+        assert set(ANY_MATRIX) <= set(names), "DATASET, RESULTS and CLEANUP are parameters"
+        assert all(values[n] == d and type(values[n]) is type(d) for n, d in ANY_MATRIX.items())
+        return
     assert set(ANY_DATASET) <= set(names), "DATASET, PROJECT, MODEL_VERSION, HOME and CLEANUP are parameters"
     for name, default in ANY_DATASET.items():
         if name == "PROJECT":
@@ -156,12 +167,17 @@ def test_ends_with_a_collapsed_test_cell(notebook):
 def test_state_in_a_temporary_home_unless_given(notebook):
     source = "\n".join(_source(c) for c in _code(notebook))
     assert "WORK = Path(tempfile.mkdtemp(" in source
+    assert "if CLEANUP:" in source and "atexit.register(shutil.rmtree, WORK" in source
+    assert "CLEANUP = True" in _source(_code(notebook)[1])  # CI (SMOKE) keeps nothing
+    if notebook["name"] in MATRIX:  # every cell's home is in RESULTS; the data is generated there too
+        assert 'RESULTS = Path(RESULTS).expanduser() if RESULTS else WORK / "results"' in source
+        assert "lvkit.datasets.generate(RESULTS" in source and "[DATASET]" in source and "lve.matrix(" in source
+        assert "lve.stop_ray()" in source  # Ray goes before the kernel: no stack dump in its log
+        return
     assert 'HOME = str(Path(HOME).expanduser()) if HOME else str(WORK / "home")' in source
     assert 'os.environ["LVKIT_HOME"] = HOME' in source
     assert "lvkit.datasets.generate(" in source and "lvkit.datasets.load(DATASET)" in source  # never downloaded
     assert "if MODEL_VERSION is None:" in source and "lvkit.train(" in source
-    assert "if CLEANUP:" in source and "atexit.register(shutil.rmtree, WORK" in source
-    assert "CLEANUP = True" in _source(_code(notebook)[1])  # CI (SMOKE) keeps nothing
 
 
 def test_public_api_only(notebook):
@@ -176,7 +192,7 @@ def test_public_api_only(notebook):
 @pytest.mark.parametrize("name", SCORING)
 def test_scoring_notebooks_warn_about_small_samples(name):
     source = "\n".join(_source(c) for c in _code(_load(NOTEBOOKS / f"{name}.ipynb")))
-    assert "caveat = sample_size_warning(held_out)" in source and "warnings=[caveat" in source
+    assert "caveat = sample_size_warning(held_out" in source and "warnings=[caveat" in source
 
 
 def test_clean_notebook_strips_and_keeps_tags(tmp_path):
@@ -268,6 +284,6 @@ def test_gpu_and_aws_notebooks_are_left_out_unless_opted_in(collection, tmp_path
         "b_gpu.ipynb", "c_aws.ipynb", "d_both.ipynb"]  # only "1" opts in
 
 
-def test_the_six_notebooks_are_all_collected(collection):
+def test_the_seven_notebooks_are_all_collected(collection):
     assert collection.ignored(NOTEBOOKS, {}) == []
     assert collection.collect_ignore == []

@@ -66,6 +66,17 @@ def test_index_lists_the_warnings(tmp_path):
     assert json.loads(save_headline(tmp_path, "02_y", {"a": 1}).read_text())["warnings"] == []
 
 
+def test_index_shows_the_tables_after_the_numbers(tmp_path):
+    board = "| dataset | model | auroc |\n|---|---|---|\n| brick | padim | 0.900 [0.800, 0.970] * |"
+    data = json.loads(save_headline(tmp_path, "07_x", {"cells": 2}, timings={"fit (s)": 3.0},
+                                    tables={"Leaderboard": board + "\n"}).read_text())
+    assert data["tables"] == {"Leaderboard": board + "\n"}
+    md = render_index([{"name": "07_x", "data": data}], fingerprint={})
+    assert f"**Leaderboard**\n\n{board}\n" in md
+    assert md.index("| fit (s) | 3 |") < md.index("**Leaderboard**")  # after the timings
+    assert json.loads(save_headline(tmp_path, "08_y", {"a": 1}).read_text())["tables"] == {}
+
+
 def _notebook(path: Path, parameters: str, *cells: str, test: str = "") -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}

@@ -53,7 +53,7 @@ from lvkit.eval.masks import (
     per_label_iou,
     pixel_auroc,
 )
-from lvkit.eval.matrix import MatrixResult, matrix
+from lvkit.eval.matrix import MatrixResult, matrix, stop_ray
 from lvkit.eval.parity import parity
 from lvkit.eval.ranking import (
     average_precision,
@@ -109,6 +109,7 @@ __all__ = [
     "mask_threshold_curve",
     "MaskIoUAccumulator",
     "matrix",
+    "stop_ray",
     "MatrixResult",
     "mean_dice",
     "mean_iou",

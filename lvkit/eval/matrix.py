@@ -12,7 +12,7 @@ with ``resources`` (``num_cpus``, ``num_gpus``), in a fresh worker process, with
 OpenMP/MKL/torch threads set to its CPU share; with no GPU requested it trains and serves on
 the CPU. Without a running Ray, ``ray.init`` starts one on this machine (all its CPUs, no
 dashboard, quiet logs) and leaves it running for the next matrix, as Ray's own libraries do
-(it stops with the interpreter, or ``ray.shutdown()``); a matrix whose cells all finished
+(it stops with the interpreter, or :func:`stop_ray`); a matrix whose cells all finished
 before starts nothing. ``address`` joins an existing cluster instead: its workers need lvkit
 installed and the dataset paths readable; results come back to this process, each version
 stays in its worker's ``home``.
@@ -46,7 +46,7 @@ from lvkit.eval.leaderboard import METRICS, CellArrays, cell_report, leaderboard
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["MatrixResult", "matrix"]
+__all__ = ["MatrixResult", "matrix", "stop_ray"]
 
 DEFAULT_RESOURCES = {"num_cpus": 1, "num_gpus": 0}
 
@@ -243,6 +243,24 @@ def start_ray(address: str | None, *, attempts: int = 3) -> bool:
                 raise
             logging.getLogger(__name__).warning("Ray did not start (%s); trying again (%d of %d)", exc,
                                                 attempt + 1, attempts)
+    return True
+
+
+def stop_ray() -> bool:
+    """``ray.shutdown()`` if Ray is up in this process (True if it was): the local Ray that
+    :func:`matrix` started stops; joined to a cluster (``address``), this process disconnects.
+
+    A Jupyter kernel that exits with Ray up is killed with it, and Ray's workers print a
+    SIGTERM stack dump into the kernel's log; a notebook calls this at its end instead.
+    Without Ray installed there is nothing to stop (False).
+    """
+    try:
+        import ray
+    except ImportError:
+        return False
+    if not ray.is_initialized():
+        return False
+    ray.shutdown()
     return True
 
 

@@ -260,6 +260,7 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(lvkit.BackendUnavailableError, match=r"pip install 'lvkit\[bench\]'"):
         lve.matrix(["padim"], [tmp_path], [0], results=tmp_path / "res", progress=False)
+    assert lve.stop_ray() is False  # no Ray, nothing to stop
 
 
 # --- on Ray, real models -------------------------------------------------------------------------------------
@@ -289,6 +290,8 @@ def test_ray_matrix_trains_real_models_in_workers(tmp_path, tiny_benchmark):
         assert sorted(again.skipped) == sorted(runs.loc[["padim", "dfm"], "cell_id"])
         assert (again.runs.set_index("cell_id").loc[again.skipped, "pid"] == runs.set_index("cell_id").loc[
             again.skipped, "pid"]).all()  # their stored results, untouched
+        assert lve.stop_ray() is True and not ray.is_initialized()
+        assert lve.stop_ray() is False  # nothing left to stop
     finally:
         ray.shutdown()
 
