@@ -72,6 +72,20 @@ def generate(out: str, seed: int) -> None:
     click.echo(gen(Path(out), seed=seed))
 
 
+def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``: JSON values where they parse, text otherwise."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
 @main.command()
 @click.option("--project", required=True, help="Project name (created if missing).")
 @click.option("--dataset", required=True, type=click.Path(exists=True),
@@ -85,15 +99,19 @@ def generate(out: str, seed: int) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--description", default=None)
+@click.option("--model-option", "model_options", multiple=True, metavar="KEY=VALUE", callback=_key_values,
+              help="An option of the model (repeatable): n_features=100 (PaDiM), teacher_weights=PATH and "
+                   "imagenet_dir=DIR (EfficientAD)... VALUE is read as JSON when it parses, else as text.")
 @home_option
 def train(project: str, dataset: str, model: str, backbone: str | None, layers: str | None, image_size: int,
-          epochs: int | None, resize: bool, device: str, seed: int, description: str | None, home: str | None) -> None:
+          epochs: int | None, resize: bool, device: str, seed: int, description: str | None,
+          model_options: dict[str, Any], home: str | None) -> None:
     """Train a new model version from a dataset."""
     from lvkit.training import train as run
 
     version = run(project, dataset, model=model, backbone=backbone,
-                  layers=layers.split(",") if layers else None, image_size=image_size, epochs=epochs,
-                  resize=resize, device=device, seed=seed, description=description, home=home)
+                  layers=layers.split(",") if layers else None, image_size=image_size, model_kwargs=model_options,
+                  epochs=epochs, resize=resize, device=device, seed=seed, description=description, home=home)
     print_json(client_for(home).describe_model(ProjectName=project, ModelVersion=version))
 
 

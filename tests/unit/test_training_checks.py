@@ -8,6 +8,7 @@ sizes with masks and ``--resize`` crashed after training in ``union_mask``.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from lvkit.cli import main
                                                            "multiple of 32"),
     ({"backbone": "resnet18"}, "layers must be given for backbone 'resnet18'"),
     ({"model": "ganomaly", "backbone": "tf_efficientnet_lite1"}, "has its own network"),
+    ({"model": "padim", "model_kwargs": {"n_feature": 50}}, "model 'padim' takes no option 'n_feature'; its "
+                                                           "options: n_features (the backbone"),
+    ({"model_kwargs": {"backbone": "resnet18"}}, "model 'patchcore' takes no option 'backbone'"),
 ])
 def test_bad_options_create_nothing(tmp_path, tiny_benchmark, options, message):
     pytest.importorskip("anomalib")
@@ -55,6 +59,22 @@ def test_cli_typo_is_one_line_and_creates_nothing(tmp_path, tiny_benchmark):
     assert result.exit_code == 1
     assert "did you mean 'padim'?" in result.output and "Traceback" not in result.output
     assert lvkit.client(tmp_path).list_projects()["Projects"] == []
+
+
+def test_cli_model_options_reach_the_model_and_a_typo_creates_nothing(tmp_path, tiny_benchmark):
+    pytest.importorskip("anomalib")
+    runner = CliRunner()
+    args = ["train", "--project", "p", "--dataset", str(tiny_benchmark), "--model", "padim", "--image-size", "64",
+            "--device", "cpu", "--home", str(tmp_path)]
+    typo = runner.invoke(main, [*args, "--model-option", "n_featurs=20"])
+    assert typo.exit_code == 1 and "takes no option 'n_featurs'; its options: n_features" in typo.output
+    malformed = runner.invoke(main, [*args, "--model-option", "n_features"])
+    assert malformed.exit_code == 2 and "expected KEY=VALUE, got 'n_features'" in malformed.output
+    assert lvkit.client(tmp_path).list_projects()["Projects"] == []
+    trained = runner.invoke(main, [*args, "--model-option", "n_features=20"])
+    assert trained.exit_code == 0, trained.output
+    configs = [json.loads(p.read_text()) for p in tmp_path.rglob("config.json")]
+    assert [c["kwargs"] for c in configs if c.get("name") == "padim"] == [{"n_features": 20}]  # an int, from JSON
 
 
 def test_a_mask_of_the_wrong_size_fails_before_anything_is_created(tmp_path, tiny_benchmark):

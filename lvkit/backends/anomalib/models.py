@@ -46,11 +46,13 @@ if TYPE_CHECKING:
     from anomalib.models.components import AnomalibModule
 
 __all__ = [
+    "LVKIT_OPTIONS",
     "MODELS",
     "ModelSpec",
     "build_model",
     "check_image_size",
     "load_model",
+    "model_options",
     "predict_raw",
     "resolve_device",
     "save_model",
@@ -124,6 +126,12 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "patchcore"
 
 
+#: ``model_kwargs`` lvkit takes itself, beside the anomalib class's parameters
+LVKIT_OPTIONS: dict[str, tuple[str, ...]] = {"efficient_ad": ("teacher_weights",)}
+#: the anomalib class parameters lvkit sets (``backbone=``, ``layers=`` and its own pre- and post-processing)
+_SET_BY_LVKIT = frozenset({"backbone", "layers", "layer", "pre_trained", "pre_processor", "post_processor",
+                           "evaluator", "visualizer"})
+
 def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
     with warnings.catch_warnings():  # third-party import noise (timm/anomalib FutureWarnings)
         warnings.simplefilter("ignore", FutureWarning)
@@ -146,6 +154,19 @@ def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
         "efficient_ad": m.EfficientAd,
         "draem": m.Draem,
     }
+
+
+def model_options(name: str) -> frozenset[str] | None:
+    """The ``model_kwargs`` names model ``name`` takes: its anomalib class's keyword parameters but
+    those lvkit sets (the backbone, its layers, pre- and post-processing), and lvkit's own
+    (:data:`LVKIT_OPTIONS`); None when the class takes any (``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(_anomalib_classes()[name].__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    names = {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return frozenset((names - _SET_BY_LVKIT) | set(LVKIT_OPTIONS.get(name, ())))
 
 
 def model_spec(name: str) -> ModelSpec:

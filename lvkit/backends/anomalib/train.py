@@ -102,6 +102,15 @@ class AnomalibTrainer:
         if self.backbone not in (None, *OFFLINE_BACKBONES) and self.layers is None:
             raise ValidationException(f"layers must be given for backbone {self.backbone!r} (defaults exist for "
                                       f"{', '.join(OFFLINE_BACKBONES)})")
+        if self.model_kwargs:  # a mistyped option fails here, not in the training process after the version exists
+            from lvkit.backends.anomalib.models import model_options
+
+            known = model_options(self.model)
+            unknown = sorted(set(self.model_kwargs) - known) if known is not None else []
+            if unknown:
+                raise ValidationException(f"model {self.model!r} takes no option {unknown[0]!r}; its options: "
+                                          f"{', '.join(sorted(known or ())) or 'none'} (the backbone and its "
+                                          "layers are options of their own)")
 
     def _model_kwargs(self, n_fit: int) -> dict[str, Any]:
         kwargs = dict(self.model_kwargs)
