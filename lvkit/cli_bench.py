@@ -4,7 +4,7 @@ The config's keys (paths relative to the config's folder)::
 
     models: [padim, dfm, {name: patchcore@384, model: patchcore, image_size: 384}]
     datasets: [data/brick]          # dataset folders or manifests
-    benchmark:                      # and/or the bundled benchmark, generated into <results>/data
+    benchmark:                      # and/or the bundled benchmark, into <results>/data-<hash of these>
       categories: [brick]           # (lvkit.datasets.generate's arguments)
       image_size: 64
     seeds: [0, 1, 2]                # default [0]
@@ -24,6 +24,7 @@ error in ``<results>/<cell id>/cell.json``), after everything is written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ import click
 
 from lvkit.errors import BackendUnavailableError
 
-__all__ = ["bench", "load_config"]
+__all__ = ["bench", "benchmark_root", "load_config"]
 
 KEYS = {"models", "datasets", "benchmark", "seeds", "options", "resources", "results", "home", "address", "backend",
         "n_resamples", "confidence_level"}
@@ -68,6 +69,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def benchmark_root(results: Path, spec: dict[str, Any]) -> Path:
+    """``<results>/data-<hash of spec>``: a cell's id names its dataset's path, so a benchmark made
+    with other settings must get another path (else its cells would be read as finished)."""
+    return results / f"data-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
 @click.command("bench")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @click.option("--results", default=None, type=click.Path(file_okay=False),
@@ -92,7 +99,7 @@ def bench(config: str, results: str | None, address: str | None, backend: str | 
 
         spec = dict(cfg["benchmark"])
         categories = list(spec.pop("categories", ["brick", "gravel", "grass"]))
-        root = generate(out / "data", categories=categories, **spec)
+        root = generate(benchmark_root(out, spec), categories=categories, **spec)
         datasets += [str(root / c) for c in categories]
     result = matrix(cfg["models"], datasets, [int(s) for s in cfg.get("seeds") or [0]], results=out,
                     home=cfg.get("home"), options=cfg.get("options"), resources=cfg.get("resources"),

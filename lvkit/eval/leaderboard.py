@@ -317,7 +317,8 @@ def leaderboard_frame(runs: Mapping[str, Mapping[str, Mapping[int, CellArrays]]]
         board = _dataset_board({m: c for m, c in models.items() if c}, n_resamples=n_resamples,
                                confidence_level=confidence_level, seed=seed)
         higher = METRICS[sort_by][0]
-        board.sort(key=lambda r: (np.isnan(r[sort_by]), -r[sort_by] if higher else r[sort_by], r["model"]))
+        board.sort(key=lambda r: (np.isnan(r[sort_by]), -r[sort_by] if higher else r[sort_by],
+                                  not r[f"{sort_by}_best"], r["model"]))  # among ties, the best one first
         rows += [{"dataset": dataset, **r} for r in board]
     columns = ["dataset", "model", "n_seeds", "n_images"]
     for k in METRICS:
@@ -342,12 +343,12 @@ def leaderboard_text(board: pd.DataFrame, *, markdown: bool = False,
     >>> row = {"n_seeds": 1, "n_images": 20, "auroc": 0.9, "auroc_low": 0.8, "auroc_high": 0.97,
     ...        "auroc_worse": True}
     >>> board = pd.DataFrame([{"dataset": "brick", "model": "padim", **row}]).set_index(["dataset", "model"])
-    >>> print(leaderboard_text(board, metrics=["auroc"], markdown=True))
+    >>> print(leaderboard_text(board, metrics=["auroc"], markdown=True))  # doctest: +ELLIPSIS
     | dataset | model | seeds | images | auroc |
     |---|---|---|---|---|
     | brick | padim | 1 | 20 | 0.900 [0.800, 0.970] * |
     <BLANKLINE>
-    * worse than the best model of its dataset: the paired bootstrap interval of the difference excludes 0
+    [low, high]: 95% bootstrap interval; \\* worse than the best model of its dataset: ... excludes 0
     """
     header = ["dataset", "model", "seeds", "images", *metrics]
     lines = []
@@ -363,10 +364,10 @@ def leaderboard_text(board: pd.DataFrame, *, markdown: bool = False,
     level = board.attrs.get("confidence_level", 0.95)
     note = ("* worse than the best model of its dataset: the paired bootstrap interval of the difference "
             "excludes 0")
-    if markdown:
+    if markdown:  # the note's "*" escaped: a line starting with "* " is a bullet in Markdown
         table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         table += ["| " + " | ".join(c) + " |" for c in lines]
-        return "\n".join(table) + "\n\n" + note
+        return "\n".join(table) + f"\n\n[low, high]: {level:.0%} bootstrap interval; \\{note}"
     widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(header)]
     table = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     table += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]

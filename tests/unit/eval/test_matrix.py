@@ -149,6 +149,18 @@ def test_worse_follows_each_metric_direction(rng):
     assert not METRICS["latency_ms"][0] and METRICS["auroc"][0]
 
 
+def test_among_ties_the_best_model_is_listed_first(rng):
+    y = np.arange(40) % 2 == 1
+    perfect = np.where(y, 0.9, 0.1) + rng.uniform(0, 0.05, 40)
+    runs = {"d": {"zeta": {0: arrays(y, perfect)}, "alpha": {0: arrays(y, perfect.copy())}}}
+    board = leaderboard_frame(runs, n_resamples=50)
+    assert (board["auroc"] == 1.0).all()
+    assert list(board.index.get_level_values("model")) == ["zeta", "alpha"]  # the best (first given) first
+    assert board["auroc_best"].tolist() == [True, False]
+    text = leaderboard_text(board, markdown=True)
+    assert "\n\n[low, high]: 95% bootstrap interval; \\* worse than" in text  # not a Markdown bullet
+
+
 def test_seeds_are_resampled_and_their_spread_reported(rng):
     """Two seeds hold different images (a seed fixes the splits); the estimate is the mean over seeds."""
     cells = {}
@@ -303,6 +315,7 @@ def test_bench_cli_prints_and_writes_the_leaderboard(tmp_path):
     from click.testing import CliRunner
 
     from lvkit.cli import main
+    from lvkit.cli_bench import benchmark_root
     from lvkit.eval.cells import write_result
 
     config = tmp_path / "bench.yaml"
@@ -311,7 +324,9 @@ def test_bench_cli_prints_and_writes_the_leaderboard(tmp_path):
                       " image_size: 64}\n"
                       "seeds: [0]\noptions: {image_size: 64}\nresults: out\nn_resamples: 50\n")
     results = tmp_path / "out"
-    brick = results / "data" / "brick"
+    spec = {"n_train": 12, "n_test_good": 2, "n_test_defect_per_type": 1, "image_size": 64}
+    brick = benchmark_root(results, spec) / "brick"
+    assert benchmark_root(results, {**spec, "n_test_good": 3}) != brick.parent  # other data, other cells
     gen = np.random.default_rng(0)
     for cell in make_cells(["padim", {"name": "dfm@64", "model": "dfm"}], [brick], [0], options={"image_size": 64}):
         y = np.arange(30) % 2
