@@ -74,15 +74,14 @@ def generate(out: str, seed: int) -> None:
 
 def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
     """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``: JSON values where they parse, text otherwise."""
+    from lvkit.training_jobs import option_value
+
     out: dict[str, Any] = {}
     for item in values:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key.strip()] = text
+        out[key.strip()] = option_value(text)
     return out
 
 

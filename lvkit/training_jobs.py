@@ -25,8 +25,14 @@ reads it from the version's tags (kept as ordinary tags too)::
     lvkit:epochs      for models trained by gradient descent
     lvkit:resize      "true": accept DetectAnomalies images of any size
     lvkit:seed        seeds the splits and the model (default 0)
+    lvkit:option:NAME one of the model's own options (``lvkit.train``'s ``model_kwargs``; the
+                      value read as JSON where it parses, else as text): n_features=100 for
+                      PaDiM, teacher_weights and imagenet_dir for EfficientAD...
 
-Another ``lvkit:`` key is a ValidationException naming these.
+Another ``lvkit:`` key is a ValidationException naming these, and so is an option the model
+does not take. The options that name files (:data:`PATH_OPTIONS`) are read by the server, so
+they follow its local-files rule: ``lvkit serve`` refuses them unless started with
+``--local-files DIR`` and the path is inside DIR (in process, any path).
 
 ``KmsKeyId`` is accepted, checked against the API's pattern, stored and returned by
 DescribeModel; lvkit encrypts nothing with it (its copies live in ``$LVKIT_HOME``, protected by
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -62,14 +69,18 @@ from lvkit.store import ModelRecord, Store
 from lvkit.training import TrainedVersion, Trainer, TrainingPlan, build_version, check_dataset
 from lvkit.validation import check_client_token, check_project_name, check_s3_location, check_tags
 
-__all__ = ["MODEL_TAGS", "ModelOptions", "TrainingJobs", "check_description", "check_kms_key_id",
-           "options_from_tags", "output_from_wire", "pixel_class_metrics"]
+__all__ = ["MODEL_TAGS", "OPTION_TAG", "PATH_OPTIONS", "ModelOptions", "TrainingJobs", "check_description",
+           "check_kms_key_id", "option_value", "options_from_tags", "output_from_wire", "pixel_class_metrics"]
 
 logger = logging.getLogger("lvkit.training_jobs")
 
 #: the tags that choose what CreateModel trains, and what each sets
 MODEL_TAGS = {"lvkit:model": "model", "lvkit:backbone": "backbone", "lvkit:image-size": "image_size",
               "lvkit:epochs": "epochs", "lvkit:resize": "resize", "lvkit:seed": "seed"}
+#: the prefix of the tags that set one of the model's own options
+OPTION_TAG = "lvkit:option:"
+#: model options whose value is a file or folder the training reads
+PATH_OPTIONS = frozenset({"teacher_weights", "imagenet_dir", "dtd_dir"})
 _DESCRIPTION = re.compile(r"[0-9A-Za-z.\-_]{1,500}")
 _KMS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:_/+=,@.-]{0,2047}")
 
@@ -122,19 +133,52 @@ def _int_tag(tags: Mapping[str, str], key: str, default: int | None) -> int | No
     return int(tags[key])
 
 
-def options_from_tags(tags: Mapping[str, str], *, device: str = "auto") -> ModelOptions:
-    """The model a CreateModel trains, from its ``lvkit:`` tags (module docstring)."""
-    unknown = sorted(k for k in tags if k.startswith("lvkit:") and k not in MODEL_TAGS)
+def option_value(text: str) -> Any:
+    """A model option's value from text: JSON where it parses (``"100"`` -> 100), else the text.
+
+    >>> option_value("100"), option_value("0.5"), option_value("true"), option_value("/data/teacher.pth")
+    (100, 0.5, True, '/data/teacher.pth')
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _local_path_allowed(name: str, value: Any, local_files: bool | Path) -> None:
+    if local_files is True:
+        return
+    if local_files is False:
+        raise ValidationException(f"tag {OPTION_TAG}{name} names a file on this server, which reads none: start "
+                                  "lvkit serve with --local-files DIR and give a path inside DIR")
+    real = os.path.realpath(str(value))
+    if not Path(real).is_relative_to(os.path.realpath(local_files)):
+        raise ValidationException(f"tag {OPTION_TAG}{name}: {str(value)[:200]!r} is outside the folder this server "
+                                  "reads local files from (--local-files)")
+
+
+def options_from_tags(tags: Mapping[str, str], *, device: str = "auto",
+                      local_files: bool | Path = True) -> ModelOptions:
+    """The model a CreateModel trains, from its ``lvkit:`` tags (module docstring).
+
+    ``local_files`` is the server's rule for the options that name files (:data:`PATH_OPTIONS`):
+    True reads any path, False none, a folder only paths inside it.
+    """
+    unknown = sorted(k for k in tags if k.startswith("lvkit:") and k not in MODEL_TAGS
+                     and not (k.startswith(OPTION_TAG) and len(k) > len(OPTION_TAG)))
     if unknown:
         raise ValidationException(f"unknown lvkit tag {unknown[0]!r}: the tags that choose the model are "
-                                  f"{', '.join(MODEL_TAGS)}")
+                                  f"{', '.join(MODEL_TAGS)} and {OPTION_TAG}NAME")
+    model_kwargs = {k[len(OPTION_TAG):]: option_value(v) for k, v in tags.items() if k.startswith(OPTION_TAG)}
+    for name in sorted(PATH_OPTIONS & set(model_kwargs)):
+        _local_path_allowed(name, model_kwargs[name], local_files)
     resize = tags.get("lvkit:resize", "false").lower()
     if resize not in ("true", "false"):
         raise ValidationException(f"tag lvkit:resize must be true or false, got {resize[:16]!r}")
     from lvkit.backends.anomalib.train import AnomalibTrainer
 
     trainer = AnomalibTrainer(model=tags.get("lvkit:model", "patchcore"), backbone=tags.get("lvkit:backbone"),
-                              image_size=_int_tag(tags, "lvkit:image-size", 256) or 0,
+                              image_size=_int_tag(tags, "lvkit:image-size", 256) or 0, model_kwargs=model_kwargs,
                               epochs=_int_tag(tags, "lvkit:epochs", None), device=device)
     return ModelOptions(trainer, seed=_int_tag(tags, "lvkit:seed", 0) or 0, resize=resize == "true")
 
@@ -189,7 +233,7 @@ class TrainingJobs:
     wait : bool
         Whether :meth:`create` returns only when training has ended.
     options : callable
-        ``options(tags, device=...) -> ModelOptions``; default :func:`options_from_tags`.
+        ``options(tags, device=..., local_files=...) -> ModelOptions``; default :func:`options_from_tags`.
     max_trainings : int, default 1
         Trainings run at once; later ones wait their turn, TRAINING (each uses every core).
     """
@@ -215,7 +259,7 @@ class TrainingJobs:
         token = check_client_token(client_token)
         tags = check_tags(dict(tags or {})) if tags else {}
         try:
-            options = self._options(tags, device=self.device)
+            options = self._options(tags, device=self.device, local_files=self.catalog.local_files)
             options.trainer.check()
         except ImportError as exc:  # the anomalib extra is optional
             raise ValidationException(f"this lvkit cannot train: {exc.name or exc} is not installed "

@@ -166,7 +166,9 @@ def test_create_model_failures_say_why(s3_env, lvkit_server, tmp_path):
          lambda s: s != "CREATE_IN_PROGRESS")
     for tags, message in [([{"Key": "lvkit:modle", "Value": "padim"}], "unknown lvkit tag"),
                           ([{"Key": "lvkit:model", "Value": "nope"}], "not one lvkit trains"),
-                          ([{"Key": "lvkit:image-size", "Value": "big"}], "whole number")]:
+                          ([{"Key": "lvkit:image-size", "Value": "big"}], "whole number"),
+                          ([{"Key": "lvkit:model", "Value": "padim"}, {"Key": "lvkit:option:n_featurs", "Value": "9"}],
+                           "takes no option 'n_featurs'")]:
         with pytest.raises(lv.exceptions.ValidationException, match=message):
             lv.create_model(ProjectName="few", OutputConfig={"S3Location": {"Bucket": bucket}}, Tags=tags)
     with pytest.raises(lv.exceptions.ValidationException, match="Description"):
@@ -204,6 +206,10 @@ def test_lvkit_serve_reads_s3_references_only_and_takes_10_mib_of_changes(tmp_pa
                  lambda d: d["Status"] != "UPDATE_IN_PROGRESS", timeout=60)
         assert d["Status"] == "UPDATE_FAILED_ROLLBACK_COMPLETE" and "s3:// references only" in d["StatusMessage"]
         assert str(tmp_path) not in d["StatusMessage"]
+        teacher = [{"Key": "lvkit:model", "Value": "efficient_ad"},
+                   {"Key": "lvkit:option:teacher_weights", "Value": str(image)}]  # a file of the server's
+        with pytest.raises(lv.exceptions.ValidationException, match="names a file on this server, which reads none"):
+            lv.create_model(ProjectName="p", Tags=teacher, OutputConfig={"S3Location": {"Bucket": "none"}})
         line = json.dumps({"pad": "x" * 2000}) + "\n"  # no source-ref: refused at once, no S3 asked
         big = line * (9 * 1024 * 1024 // len(line))
         assert lv.update_dataset_entries(ProjectName="p", DatasetType="train", Changes=big.encode())["Status"] == \
@@ -217,3 +223,6 @@ def test_lvkit_serve_reads_s3_references_only_and_takes_10_mib_of_changes(tmp_pa
         d = wait(lambda: lv.describe_dataset(ProjectName="p", DatasetType="train")["DatasetDescription"],
                  lambda d: d["Status"] != "UPDATE_IN_PROGRESS", timeout=60)
         assert d["Status"] == "UPDATE_COMPLETE" and d["ImageStats"]["Total"] == 1, d["StatusMessage"]
+        outside = [teacher[0], {"Key": "lvkit:option:teacher_weights", "Value": str(tmp_path / "home" / "x.pth")}]
+        with pytest.raises(lv.exceptions.ValidationException, match="outside the folder this server reads"):
+            lv.create_model(ProjectName="p", Tags=outside, OutputConfig={"S3Location": {"Bucket": "none"}})
