@@ -73,15 +73,22 @@ def generate(out: str, seed: int) -> None:
 
 
 def _key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
-    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``: JSON values where they parse, text otherwise."""
+    """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``: JSON values where they parse, text otherwise
+    (``lvkit.training_jobs.option_value``); a key given twice is refused."""
     from lvkit.training_jobs import option_value
 
     out: dict[str, Any] = {}
     for item in values:
         key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = option_value(text)
+        if key in out:
+            raise click.BadParameter(f"{key} is given twice")
+        try:
+            out[key] = option_value(key, text)
+        except LookoutVisionError as exc:
+            raise click.BadParameter(exc.message) from None
     return out
 
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -61,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from lvkit import storage
+from lvkit.backends.anomalib.construction import PATH_OPTIONS
 from lvkit.catalog import Catalog
 from lvkit.datasets.manifest import load_manifests
 from lvkit.errors import ValidationException
@@ -79,8 +81,6 @@ MODEL_TAGS = {"lvkit:model": "model", "lvkit:backbone": "backbone", "lvkit:image
               "lvkit:epochs": "epochs", "lvkit:resize": "resize", "lvkit:seed": "seed"}
 #: the prefix of the tags that set one of the model's own options
 OPTION_TAG = "lvkit:option:"
-#: model options whose value is a file or folder the training reads
-PATH_OPTIONS = frozenset({"teacher_weights", "imagenet_dir", "dtd_dir"})
 _DESCRIPTION = re.compile(r"[0-9A-Za-z.\-_]{1,500}")
 _KMS = re.compile(r"[A-Za-z0-9][A-Za-z0-9:_/+=,@.-]{0,2047}")
 
@@ -133,28 +133,39 @@ def _int_tag(tags: Mapping[str, str], key: str, default: int | None) -> int | No
     return int(tags[key])
 
 
-def option_value(text: str) -> Any:
-    """A model option's value from text: JSON where it parses (``"100"`` -> 100), else the text.
+def option_value(name: str, text: str) -> Any:
+    """Model option ``name``'s value from text: JSON where it parses (``"100"`` -> 100), else the
+    text; an option that names a file (:data:`PATH_OPTIONS`) is always the text as given.
 
-    >>> option_value("100"), option_value("0.5"), option_value("true"), option_value("/data/teacher.pth")
-    (100, 0.5, True, '/data/teacher.pth')
+    >>> option_value("n_features", "100"), option_value("lr", "0.5"), option_value("pad_maps", "true")
+    (100, 0.5, True)
+    >>> option_value("teacher_weights", "100"), option_value("note", "/data/teacher.pth")
+    ('100', '/data/teacher.pth')
+    >>> option_value("lr", "NaN")
+    Traceback (most recent call last):
+    lvkit.errors.ValidationException: ... option lr: 'NaN' is not a finite number
     """
+    if name in PATH_OPTIONS:
+        return text
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         return text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationException(f"option {name}: {text[:32]!r} is not a finite number")
+    return value
 
 
-def _local_path_allowed(name: str, value: Any, local_files: bool | Path) -> None:
-    if local_files is True:
-        return
+def _local_path(name: str, value: str, local_files: bool | Path) -> str:
+    """The absolute, symlink-free path an option names, once the server's rule allows it."""
     if local_files is False:
         raise ValidationException(f"tag {OPTION_TAG}{name} names a file on this server, which reads none: start "
                                   "lvkit serve with --local-files DIR and give a path inside DIR")
-    real = os.path.realpath(str(value))
-    if not Path(real).is_relative_to(os.path.realpath(local_files)):
-        raise ValidationException(f"tag {OPTION_TAG}{name}: {str(value)[:200]!r} is outside the folder this server "
+    real = os.path.realpath(os.path.expanduser(value))  # what the training will read: it gets this path
+    if local_files is not True and not Path(real).is_relative_to(os.path.realpath(local_files)):
+        raise ValidationException(f"tag {OPTION_TAG}{name}: {value[:200]!r} is outside the folder this server "
                                   "reads local files from (--local-files)")
+    return real
 
 
 def options_from_tags(tags: Mapping[str, str], *, device: str = "auto",
@@ -169,9 +180,11 @@ def options_from_tags(tags: Mapping[str, str], *, device: str = "auto",
     if unknown:
         raise ValidationException(f"unknown lvkit tag {unknown[0]!r}: the tags that choose the model are "
                                   f"{', '.join(MODEL_TAGS)} and {OPTION_TAG}NAME")
-    model_kwargs = {k[len(OPTION_TAG):]: option_value(v) for k, v in tags.items() if k.startswith(OPTION_TAG)}
+    model_kwargs = {k[len(OPTION_TAG):]: option_value(k[len(OPTION_TAG):], v) for k, v in tags.items()
+                    if k.startswith(OPTION_TAG)}
     for name in sorted(PATH_OPTIONS & set(model_kwargs)):
-        _local_path_allowed(name, model_kwargs[name], local_files)
+        if model_kwargs[name]:  # empty: the trainer's check says so
+            model_kwargs[name] = _local_path(name, model_kwargs[name], local_files)
     resize = tags.get("lvkit:resize", "false").lower()
     if resize not in ("true", "false"):
         raise ValidationException(f"tag lvkit:resize must be true or false, got {resize[:16]!r}")

@@ -70,6 +70,10 @@ def test_cli_model_options_reach_the_model_and_a_typo_creates_nothing(tmp_path, 
     assert typo.exit_code == 1 and "takes no option 'n_featurs'; its options: n_features" in typo.output
     malformed = runner.invoke(main, [*args, "--model-option", "n_features"])
     assert malformed.exit_code == 2 and "expected KEY=VALUE, got 'n_features'" in malformed.output
+    twice = runner.invoke(main, [*args, "--model-option", "n_features=2", "--model-option", "n_features=3"])
+    assert twice.exit_code == 2 and "n_features is given twice" in twice.output
+    nan = runner.invoke(main, [*args, "--model-option", "n_features=NaN"])
+    assert nan.exit_code == 2 and "'NaN' is not a finite number" in nan.output
     assert lvkit.client(tmp_path).list_projects()["Projects"] == []
     trained = runner.invoke(main, [*args, "--model-option", "n_features=20"])
     assert trained.exit_code == 0, trained.output

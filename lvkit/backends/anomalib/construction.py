@@ -38,6 +38,7 @@ __all__ = [
     "CONFIG_ATTR",
     "DEFAULT_MODEL",
     "LVKIT_OPTIONS",
+    "PATH_OPTIONS",
     "MODELS",
     "ModelSpec",
     "build",
@@ -116,9 +117,13 @@ DEFAULT_MODEL = "patchcore"
 
 #: ``model_kwargs`` lvkit takes itself, beside the anomalib class's parameters
 LVKIT_OPTIONS: dict[str, tuple[str, ...]] = {"efficient_ad": ("teacher_weights",)}
-#: the anomalib class parameters lvkit sets (``backbone=``, ``layers=`` and its own pre- and post-processing)
+#: the anomalib class parameters lvkit sets (``backbone=``, ``layers=`` and its own pre- and post-processing),
+#: and ``build_model``'s own parameters: never model options
 _SET_BY_LVKIT = frozenset({"backbone", "layers", "layer", "pre_trained", "pre_processor", "post_processor",
-                           "evaluator", "visualizer"})
+                           "evaluator", "visualizer", "name", "image_size", "weights_dir", "pretrained",
+                           "backbone_weights", "seed", "mean_std"})
+#: model options whose value names a file or folder the training reads (made absolute before it starts)
+PATH_OPTIONS = frozenset({"teacher_weights", "imagenet_dir", "dtd_dir"})
 
 def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
     with warnings.catch_warnings():  # third-party import noise (timm/anomalib FutureWarnings)
@@ -144,15 +149,14 @@ def _anomalib_classes() -> dict[str, type[AnomalibModule]]:
     }
 
 
-def model_options(name: str) -> frozenset[str] | None:
+def model_options(name: str) -> frozenset[str]:
     """The ``model_kwargs`` names model ``name`` takes: its anomalib class's keyword parameters but
-    those lvkit sets (the backbone, its layers, pre- and post-processing), and lvkit's own
-    (:data:`LVKIT_OPTIONS`); None when the class takes any (``**kwargs``)."""
+    those lvkit sets (the backbone, its layers, pre- and post-processing, ``build_model``'s own),
+    and lvkit's own (:data:`LVKIT_OPTIONS`). A class's ``**kwargs`` adds none: only named
+    parameters pass."""
     import inspect
 
     params = inspect.signature(_anomalib_classes()[name].__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
     names = {p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return frozenset((names - _SET_BY_LVKIT) | set(LVKIT_OPTIONS.get(name, ())))
 

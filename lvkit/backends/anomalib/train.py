@@ -18,6 +18,7 @@ Progress is shown per stage with the time each took (see :class:`StageProgress`)
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,17 +104,24 @@ class AnomalibTrainer:
             raise ValidationException(f"layers must be given for backbone {self.backbone!r} (defaults exist for "
                                       f"{', '.join(OFFLINE_BACKBONES)})")
         if self.model_kwargs:  # a mistyped option fails here, not in the training process after the version exists
-            from lvkit.backends.anomalib.models import model_options
+            from lvkit.backends.anomalib.construction import PATH_OPTIONS, model_options
 
             known = model_options(self.model)
-            unknown = sorted(set(self.model_kwargs) - known) if known is not None else []
+            unknown = sorted(set(self.model_kwargs) - known)
             if unknown:
                 raise ValidationException(f"model {self.model!r} takes no option {unknown[0]!r}; its options: "
-                                          f"{', '.join(sorted(known or ())) or 'none'} (the backbone and its "
+                                          f"{', '.join(sorted(known)) or 'none'} (the backbone and its "
                                           "layers are options of their own)")
+            empty = sorted(k for k in PATH_OPTIONS & set(self.model_kwargs) if not str(self.model_kwargs[k]))
+            if empty:
+                raise ValidationException(f"option {empty[0]} names a file or folder: it cannot be empty")
 
     def _model_kwargs(self, n_fit: int) -> dict[str, Any]:
+        from lvkit.backends.anomalib.construction import PATH_OPTIONS
+
         kwargs = dict(self.model_kwargs)
+        for name in PATH_OPTIONS & set(kwargs):  # the training process starts in a folder of its own
+            kwargs[name] = os.path.realpath(os.path.expanduser(str(kwargs[name])))
         if self.model == "patchcore" and "coreset_sampling_ratio" not in kwargs:
             patches = n_fit * (self.image_size // 8) ** 2  # the default layers' finest stride is 8
             kwargs["coreset_sampling_ratio"] = round(min(0.1, max(0.01, 1000 / patches)), 4)
